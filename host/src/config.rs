@@ -1,0 +1,627 @@
+//! `smartsync.toml`: every setting, its default, environment overrides and validation.
+//!
+//! Every key can be overridden by an environment variable named `SMARTSYNC_` followed by the
+//! key's path in upper case, with `__` between levels: `server.listen` is
+//! `SMARTSYNC_SERVER__LISTEN`, `app_types.sales_app.models` is
+//! `SMARTSYNC_APP_TYPES__SALES_APP__MODELS`. Values are read as TOML when they parse as TOML
+//! (`true`, `60`, `["a", "b"]`) and as plain strings otherwise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The commented example printed by `smartsync config example`.
+pub const EXAMPLE: &str = include_str!("../smartsync.example.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SMARTSYNC_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub secrets: SecretsConfig,
+    pub auth: AuthConfig,
+    pub sync: SyncConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+    /// The app_types clients may name in a pull, and what each one sees.
+    pub app_types: BTreeMap<String, AppTypeConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Gzip answers when the client sends `Accept-Encoding: gzip`.
+    pub compression: bool,
+    /// Answers smaller than this are sent uncompressed.
+    pub compression_min_bytes: u16,
+    /// Browser origins allowed to call the API. `*` as the port matches any port
+    /// (`http://localhost:*`); a lone `*` allows every origin.
+    pub cors_origins: Vec<String>,
+    /// How long a shutdown waits for requests in flight, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created when missing).
+    pub url: String,
+    /// SQLite's `synchronous`: `full` survives power loss, `normal` only process crashes.
+    pub synchronous: String,
+    pub max_connections: u32,
+    /// How many recent events the server keeps in memory to answer pulls without reading the
+    /// database.
+    pub tail_events: usize,
+    /// Upper bound on the memory the in-memory tail may hold, in bytes.
+    pub tail_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Key for sync tokens. Changing it invalidates every token handed out.
+    #[serde(
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_secret: Option<String>,
+    /// Bearer token for `POST /api/v2/events`, and `?token=` for the Odoo webhook.
+    #[serde(
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ingest_token: Option<String>,
+    /// Where generated secrets are kept when the two above are not set. Default: `secrets.toml`
+    /// beside the SQLite file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Sessions are checked against Odoo.
+    Odoo,
+    /// Sessions are listed in this file. For development only.
+    Static,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Base URL of Odoo, for `auth.mode = "odoo"`.
+    pub odoo_url: String,
+    /// How long to wait for Odoo, in milliseconds.
+    pub odoo_timeout_ms: u64,
+    /// How long a session Odoo accepted is trusted without asking again, in seconds.
+    pub cache_ok_secs: u64,
+    /// How long a session Odoo refused stays refused without asking again, in seconds.
+    pub cache_error_secs: u64,
+    /// `auth.mode = "static"`: session id → user id, or a table with `uid`, `company_ids`,
+    /// `lang` and `tz`.
+    pub sessions: BTreeMap<String, StaticSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StaticSession {
+    Uid(i64),
+    Full(StaticSessionFull),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSessionFull {
+    pub uid: i64,
+    #[serde(default = "default_company_ids")]
+    pub company_ids: Vec<i64>,
+    #[serde(default)]
+    pub lang: Option<String>,
+    #[serde(default)]
+    pub tz: Option<String>,
+}
+
+fn default_company_ids() -> Vec<i64> {
+    vec![1]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Page size when a pull names no `limit`.
+    pub default_limit: i64,
+    /// Largest page a pull may ask for; larger limits are lowered to it.
+    pub max_limit: i64,
+    /// How many log positions one pull may scan past when reading from the database; a pull
+    /// that scans this far without filling its page answers what it has with `has_more`.
+    pub scan_window: i64,
+    /// How often positions kept in memory are written to the database, in milliseconds.
+    pub position_flush_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most events one `POST /api/v2/events` may carry.
+    pub max_batch_events: usize,
+    /// Most events committed in one transaction when many requests arrive together.
+    pub group_commit_max_events: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `smartsync=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppTypeConfig {
+    /// The Odoo models this app_type's clients receive events of.
+    pub models: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            compression: true,
+            compression_min_bytes: 1024,
+            cors_origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()],
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://data/smartsync.db".into(),
+            synchronous: "full".into(),
+            max_connections: 8,
+            tail_events: 20_000,
+            tail_max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Odoo,
+            odoo_url: "http://localhost:8069".into(),
+            odoo_timeout_ms: 5_000,
+            cache_ok_secs: 60,
+            cache_error_secs: 5,
+            sessions: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            default_limit: 100,
+            max_limit: 1000,
+            scan_window: 10_000,
+            position_flush_ms: 200,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_batch_events: 1000,
+            group_commit_max_events: 4096,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let app_types = [
+            (
+                "sales_app",
+                &["sale.order", "res.partner", "product.template"][..],
+            ),
+            ("delivery_app", &["stock.picking"][..]),
+            (
+                "manager_app",
+                &[
+                    "sale.order",
+                    "res.partner",
+                    "stock.picking",
+                    "account.move",
+                    "hr.expense",
+                    "product.template",
+                ][..],
+            ),
+        ]
+        .into_iter()
+        .map(|(name, models)| {
+            (
+                name.to_string(),
+                AppTypeConfig {
+                    models: models.iter().map(|m| m.to_string()).collect(),
+                },
+            )
+        })
+        .collect();
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            secrets: SecretsConfig::default(),
+            auth: AuthConfig::default(),
+            sync: SyncConfig::default(),
+            ingest: IngestConfig::default(),
+            log: LogConfig::default(),
+            app_types,
+        }
+    }
+}
+
+impl Config {
+    /// What `smartsync serve` runs with when there is no config file: a SQLite file under
+    /// `./data/`, `127.0.0.1:8080`, and development sessions for the seed's users.
+    pub fn embedded() -> Config {
+        let mut config = Config::default();
+        config.auth.mode = AuthMode::Static;
+        config.auth.sessions = [2, 5, 42]
+            .into_iter()
+            .map(|uid| (format!("dev-session-{uid}"), StaticSession::Uid(uid)))
+            .collect();
+        config
+    }
+
+    /// Reads `path` (or the embedded default when `None`), applies the environment overrides in
+    /// `env`, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    message: format!("cannot read {}: {e}", path.display()),
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError {
+                    message: format!("{}: {e}", path.display()),
+                })?;
+                (table, path.display().to_string())
+            }
+            None => {
+                let table = toml::Table::try_from(Config::embedded()).map_err(|e| ConfigError {
+                    message: format!("embedded default: {e}"),
+                })?;
+                (table, "the embedded default".to_string())
+            }
+        };
+        let from_env = apply_env_overrides(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.inner().to_string();
+                let key_source = from_env
+                    .iter()
+                    .find(|(key, _)| env_key_caused(key, &path, &inner))
+                    .map(|(_, var)| format!(" (set by {var})"))
+                    .unwrap_or_default();
+                ConfigError {
+                    message: if path == "." {
+                        format!("{source}: {}", e.inner())
+                    } else {
+                        format!("{source}: `{path}`{key_source}: {}", e.inner())
+                    },
+                }
+            })?;
+        config.validate().map_err(|message| ConfigError {
+            message: format!("{source}: {message}"),
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: ranges, addresses, URLs, consistency between keys.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("`server.listen` = {:?}: {e}", self.server.listen))?;
+        if self.server.max_body_bytes < 1024 {
+            return Err("`server.max_body_bytes` must be at least 1024".into());
+        }
+        for origin in &self.server.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "`server.cors_origins`: {origin:?} is not an origin (http://host[:port] or https://host[:port])"
+                ));
+            }
+        }
+        if crate::store::sqlite_path(&self.database.url).is_none() {
+            return Err(format!(
+                "`database.url` = {:?}: expected sqlite://path/to/file.db",
+                self.database.url
+            ));
+        }
+        if !["off", "normal", "full", "extra"].contains(&self.database.synchronous.as_str()) {
+            return Err(format!(
+                "`database.synchronous` = {:?}: expected off, normal, full or extra",
+                self.database.synchronous
+            ));
+        }
+        if self.database.max_connections < 2 {
+            return Err("`database.max_connections` must be at least 2".into());
+        }
+        if self.database.tail_events == 0 {
+            return Err("`database.tail_events` must be at least 1".into());
+        }
+        for (key, value) in [
+            ("secrets.token_secret", &self.secrets.token_secret),
+            ("secrets.ingest_token", &self.secrets.ingest_token),
+        ] {
+            if let Some(value) = value
+                && value.len() < 16
+            {
+                return Err(format!("`{key}` must be at least 16 characters long"));
+            }
+        }
+        match self.auth.mode {
+            AuthMode::Odoo => {
+                let url = &self.auth.odoo_url;
+                if reqwest::Url::parse(url).is_err()
+                    || !(url.starts_with("http://") || url.starts_with("https://"))
+                {
+                    return Err(format!(
+                        "`auth.odoo_url` = {url:?}: expected http(s)://host[:port]"
+                    ));
+                }
+            }
+            AuthMode::Static => {
+                if self.auth.sessions.is_empty() {
+                    return Err(
+                        "`auth.mode` is \"static\" but `auth.sessions` lists no session".into(),
+                    );
+                }
+            }
+        }
+        if self.sync.max_limit < 1 {
+            return Err("`sync.max_limit` must be at least 1".into());
+        }
+        if self.sync.default_limit < 1 || self.sync.default_limit > self.sync.max_limit {
+            return Err(format!(
+                "`sync.default_limit` ({}) must be between 1 and `sync.max_limit` ({})",
+                self.sync.default_limit, self.sync.max_limit
+            ));
+        }
+        if self.sync.scan_window < self.sync.max_limit {
+            return Err("`sync.scan_window` must be at least `sync.max_limit`".into());
+        }
+        if self.ingest.max_batch_events == 0 || self.ingest.group_commit_max_events == 0 {
+            return Err(
+                "`ingest.max_batch_events` and `ingest.group_commit_max_events` must be at least 1"
+                    .into(),
+            );
+        }
+        if self.app_types.is_empty() {
+            return Err("`app_types` names no app_type".into());
+        }
+        for (name, app) in &self.app_types {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`app_types.{name}`: an app_type name uses letters, digits and `_`"
+                ));
+            }
+            if app.models.is_empty() {
+                return Err(format!("`app_types.{name}.models` is empty"));
+            }
+            if let Some(bad) = app.models.iter().find(|m| !crate::ingest::valid_model(m)) {
+                return Err(format!(
+                    "`app_types.{name}.models`: {bad:?} is not an Odoo model name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("config: {message}")]
+pub struct ConfigError {
+    message: String,
+}
+
+/// Applies `SMARTSYNC_A__B=value` overrides to `table`; returns (key path, variable) pairs.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "SMARTSYNC_CONFIG")
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError {
+                message: format!("{var}: malformed name: use SMARTSYNC_SECTION__KEY"),
+            });
+        }
+        let value = parse_env_value(&raw);
+        let mut node = &mut *table;
+        for (depth, key) in path.iter().enumerate() {
+            if depth + 1 == path.len() {
+                node.insert(key.clone(), value);
+                break;
+            }
+            let entry = node
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError {
+                        message: format!("{var}: `{}` is not a table", path[..=depth].join(".")),
+                    });
+                }
+            };
+        }
+        applied.push((path.join("."), var));
+    }
+    Ok(applied)
+}
+
+/// Whether the override of `key` is what failed at `path` with `message`: either the value at
+/// that key is wrong, or the key itself is unknown to the table at `path`.
+fn env_key_caused(key: &str, path: &str, message: &str) -> bool {
+    if key == path || path.starts_with(&format!("{key}.")) || path.starts_with(&format!("{key}[")) {
+        return true;
+    }
+    let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let parent = if parent.is_empty() { "." } else { parent };
+    parent == path && message.contains(&format!("`{leaf}`"))
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Accepts a number where a string is expected: an environment variable holding a numeric
+/// secret arrives as a TOML integer.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lenient {
+        S(String),
+        I(i64),
+        F(f64),
+    }
+    Ok(Option::<Lenient>::deserialize(d)?.map(|v| match v {
+        Lenient::S(s) => s,
+        Lenient::I(i) => i.to_string(),
+        Lenient::F(f) => f.to_string(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("smartsync.toml");
+        std::fs::write(&path, text).expect("write config");
+        (dir, path)
+    }
+
+    #[test]
+    fn the_example_is_a_valid_config() {
+        let (_dir, path) = write(EXAMPLE);
+        let config = Config::load(Some(&path), env(&[])).expect("example loads");
+        assert_eq!(config.auth.mode, AuthMode::Odoo);
+    }
+
+    #[test]
+    fn embedded_default_is_static_with_dev_sessions() {
+        let config = Config::load(None, env(&[])).expect("embedded default loads");
+        assert_eq!(config.auth.mode, AuthMode::Static);
+        assert!(config.auth.sessions.contains_key("dev-session-5"));
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let (_dir, path) = write("[server]\nlisen = \"0.0.0.0:1\"\n");
+        let err = Config::load(Some(&path), env(&[])).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("lisen"), "{msg}");
+        assert!(msg.contains("smartsync.toml"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_every_key_and_names_the_variable_on_error() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("SMARTSYNC_SERVER__LISTEN", "0.0.0.0:9000"),
+                ("SMARTSYNC_SYNC__MAX_LIMIT", "50"),
+                ("SMARTSYNC_SYNC__DEFAULT_LIMIT", "20"),
+                ("SMARTSYNC_SECRETS__INGEST_TOKEN", "12345678901234567890"),
+                ("SMARTSYNC_APP_TYPES__SALES_APP__MODELS", "[\"sale.order\"]"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert_eq!(config.server.listen, "0.0.0.0:9000");
+        assert_eq!(config.sync.max_limit, 50);
+        assert_eq!(
+            config.secrets.ingest_token.as_deref(),
+            Some("12345678901234567890")
+        );
+        assert_eq!(config.app_types["sales_app"].models, vec!["sale.order"]);
+
+        let err = Config::load(None, env(&[("SMARTSYNC_SERVER__LISTN", "x")]))
+            .expect_err("unknown env key");
+        let msg = err.to_string();
+        assert!(msg.contains("SMARTSYNC_SERVER__LISTN"), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let (_dir, path) = write("[sync]\ndefault_limit = 5000\n");
+        let msg = Config::load(Some(&path), env(&[]))
+            .expect_err("bad limit")
+            .to_string();
+        assert!(msg.contains("sync.default_limit"), "{msg}");
+
+        let (_dir, path) = write("[auth]\nmode = \"static\"\n");
+        let msg = Config::load(Some(&path), env(&[]))
+            .expect_err("static without sessions")
+            .to_string();
+        assert!(msg.contains("auth.sessions"), "{msg}");
+    }
+}

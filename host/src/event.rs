@@ -1,0 +1,235 @@
+//! The event: one change to one Odoo record, as the log stores it and the API shows it.
+
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What happened to the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Create,
+    Write,
+    Unlink,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Create => "create",
+            EventKind::Write => "write",
+            EventKind::Unlink => "unlink",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "create" => Ok(EventKind::Create),
+            "write" => Ok(EventKind::Write),
+            "unlink" => Ok(EventKind::Unlink),
+            other => Err(format!(
+                "unknown event kind `{other}`: expected create, write or unlink"
+            )),
+        }
+    }
+}
+
+/// An event on its way into the log: validated, not yet numbered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub model: String,
+    pub record_id: i64,
+    pub kind: EventKind,
+    /// RFC 3339 UTC: the source's time when it gave one, else the time of receipt.
+    pub timestamp: String,
+    /// A JSON object, serialized compactly.
+    pub payload: Option<String>,
+    pub changed_fields: Option<Vec<String>>,
+    /// Sending the same key again never makes a second event.
+    pub dedupe_key: Option<String>,
+    pub received_at: String,
+}
+
+/// An event in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Assigned by the host in commit order.
+    pub id: i64,
+    pub model: String,
+    pub record_id: i64,
+    pub kind: EventKind,
+    pub timestamp: String,
+    pub payload: Option<String>,
+    pub changed_fields: Option<Vec<String>>,
+    pub received_at: String,
+}
+
+impl Event {
+    pub fn from_new(id: i64, new: NewEvent) -> Event {
+        Event {
+            id,
+            model: new.model,
+            record_id: new.record_id,
+            kind: new.kind,
+            timestamp: new.timestamp,
+            payload: new.payload,
+            changed_fields: new.changed_fields,
+            received_at: new.received_at,
+        }
+    }
+
+    /// The event as one element of a pull answer's `events` array: the seed's five fields, then
+    /// `payload` and `changed_fields` when the event has them.
+    pub fn to_wire_json(&self) -> String {
+        let mut out = String::with_capacity(
+            96 + self.model.len() + self.payload.as_deref().map_or(0, str::len),
+        );
+        out.push_str("{\"id\":");
+        let _ = write!(out, "{}", self.id);
+        out.push_str(",\"model\":");
+        push_json_str(&mut out, &self.model);
+        out.push_str(",\"record_id\":");
+        let _ = write!(out, "{}", self.record_id);
+        out.push_str(",\"event\":\"");
+        out.push_str(self.kind.as_str());
+        out.push_str("\",\"timestamp\":");
+        push_json_str(&mut out, &self.timestamp);
+        if let Some(payload) = &self.payload {
+            // Stored payloads are validated JSON objects, so they are spliced in as they are.
+            out.push_str(",\"payload\":");
+            out.push_str(payload);
+        }
+        if let Some(fields) = &self.changed_fields {
+            out.push_str(",\"changed_fields\":[");
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(&mut out, field);
+            }
+            out.push(']');
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// An event of the log together with its pre-rendered wire form, shared by every reader.
+#[derive(Debug)]
+pub struct LoggedEvent {
+    pub event: Event,
+    pub wire: Box<str>,
+}
+
+impl LoggedEvent {
+    pub fn new(event: Event) -> Arc<LoggedEvent> {
+        let wire = event.to_wire_json().into_boxed_str();
+        Arc::new(LoggedEvent { event, wire })
+    }
+
+    /// Bytes this entry keeps alive, roughly: used to bound the in-memory tail.
+    pub fn weight(&self) -> usize {
+        let e = &self.event;
+        std::mem::size_of::<LoggedEvent>()
+            + e.model.len()
+            + e.timestamp.len()
+            + e.received_at.len()
+            + e.payload.as_ref().map_or(0, String::len)
+            + e.changed_fields
+                .as_ref()
+                .map_or(0, |f| f.iter().map(|s| s.len() + 24).sum())
+            + self.wire.len()
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json's escaping, without allocating a Value.
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// Now, as the log writes times: RFC 3339, UTC, microseconds.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Reads a time given by a client or by Odoo and writes it as RFC 3339 UTC.
+///
+/// Accepts RFC 3339 with any offset, and Odoo's own form (`2024-01-15 10:30:00`, optionally with
+/// fractional seconds), which is always UTC.
+pub fn normalize_timestamp(input: &str) -> Option<String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(input) {
+        return Some(
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        );
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(input, format) {
+            return Some(t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_normalized_to_utc() {
+        assert_eq!(
+            normalize_timestamp("2024-01-15 10:30:00").as_deref(),
+            Some("2024-01-15T10:30:00Z")
+        );
+        assert_eq!(
+            normalize_timestamp("2024-01-15 10:30:00.250000").as_deref(),
+            Some("2024-01-15T10:30:00.250Z")
+        );
+        assert_eq!(
+            normalize_timestamp("2024-01-15T12:30:00+02:00").as_deref(),
+            Some("2024-01-15T10:30:00Z")
+        );
+        assert_eq!(normalize_timestamp("yesterday"), None);
+        assert_eq!(normalize_timestamp("2024-13-45 10:30:00"), None);
+    }
+
+    #[test]
+    fn wire_json_is_valid_and_complete() {
+        let event = Event {
+            id: 7,
+            model: "sale.order".into(),
+            record_id: 42,
+            kind: EventKind::Write,
+            timestamp: "2024-01-15T10:30:00Z".into(),
+            payload: Some(r#"{"name":"S\"00042","state":"sale"}"#.into()),
+            changed_fields: Some(vec!["state".into()]),
+            received_at: "2024-01-15T10:30:01Z".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&event.to_wire_json()).expect("wire form is JSON");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["model"], "sale.order");
+        assert_eq!(v["record_id"], 42);
+        assert_eq!(v["event"], "write");
+        assert_eq!(v["timestamp"], "2024-01-15T10:30:00Z");
+        assert_eq!(v["payload"]["name"], "S\"00042");
+        assert_eq!(v["changed_fields"][0], "state");
+        assert!(v.get("received_at").is_none());
+    }
+}

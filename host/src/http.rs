@@ -1,0 +1,243 @@
+//! The HTTP surface: routes, the layers around them, and request parsing shared by handlers.
+
+mod health;
+mod ingest;
+mod sync;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header,
+};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::Identity;
+
+pub const SESSION_HEADER: &str = "x-session-id";
+
+pub fn router(app: Arc<App>) -> Router {
+    let server = &app.config.server;
+    let enabled = server.compression;
+    let compression = CompressionLayer::new().gzip(true).compress_when(
+        SizeAbove::new(server.compression_min_bytes)
+            .and(NotForContentType::const_new("text/event-stream"))
+            .and(move |_: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| enabled),
+    );
+    Router::new()
+        .merge(sync::router())
+        .merge(ingest::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(server.max_body_bytes))
+        .layer(compression)
+        .layer(cors(&server.cors_origins))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Logs each request without its query string (the webhook's token travels there) and
+/// without headers (sessions and bearer tokens travel there).
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    response
+}
+
+/// CORS for the configured origins. `http://host:*` matches any port of that host.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Arc<[String]> = origins.iter().cloned().collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin
+                .to_str()
+                .is_ok_and(|origin| origins.iter().any(|p| origin_matches(p, origin)))
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            HeaderName::from_static(SESSION_HEADER),
+            header::CONTENT_TYPE,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" || pattern == origin {
+        return true;
+    }
+    match pattern.strip_suffix(":*") {
+        Some(base) => {
+            origin == base
+                || origin
+                    .strip_prefix(base)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
+        }
+        None => false,
+    }
+}
+
+/// The caller's identity, from `X-Session-Id`.
+async fn identify(app: &App, headers: &HeaderMap) -> ApiResult<Arc<Identity>> {
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    Ok(app.auth.verify(session).await?)
+}
+
+/// The body, or the error a client should see when it could not be read.
+fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than server.max_body_bytes",
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })
+}
+
+/// Parses a JSON body: bad syntax is 400 `invalid_json`, a bad value 422 naming its field.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok()
+        && let Err(e) = de.end()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        ));
+    }
+    value.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = inner.to_string();
+                ApiError::invalid_field(field_of(&path, &message), strip_position(&message))
+            }
+            _ => ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {inner}"),
+            ),
+        }
+    })
+}
+
+/// The full name of the field an error is about: serde names the parent of a missing field.
+fn field_of(path: &str, message: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if path.is_empty() => name.to_string(),
+        Some(name) => format!("{path}.{name}"),
+        None => path.to_string(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_by_pattern() {
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:3000"
+        ));
+        assert!(origin_matches("http://localhost:*", "http://localhost"));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost.evil.com"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost:3000.evil.com"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "https://localhost:3000"
+        ));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "https://app.example.com:8443"
+        ));
+        assert!(origin_matches("*", "https://anything.example"));
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            user_id: i64,
+            limit: Option<i64>,
+        }
+        let err = parse_json::<Body>(br#"{"limit": 5}"#).expect_err("missing");
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            err.to_string(),
+            "422 invalid_request: user_id: missing field `user_id`"
+        );
+        let err = parse_json::<Body>(br#"{"user_id": 1, "limit": "ten"}"#).expect_err("type");
+        assert!(err.to_string().contains("limit: invalid type"), "{err}");
+        let err = parse_json::<Body>(br#"{"user_id": 1,"#).expect_err("syntax");
+        assert_eq!(err.code(), "invalid_json");
+        let err = parse_json::<Body>(br#"{"user_id": 1} trailing"#).expect_err("trailing");
+        assert_eq!(err.code(), "invalid_json");
+    }
+}

@@ -1,0 +1,29 @@
+//! `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    app.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check: database does not answer");
+        ApiError::unavailable("database_unavailable", "the database does not answer", 5)
+    })?;
+    Ok(Json(json!({"status": "ready", "head": app.log.head()})))
+}

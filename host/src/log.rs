@@ -1,0 +1,358 @@
+//! The event log as the rest of the server sees it: one writer, many readers.
+//!
+//! Appends go through a single writer task that commits whatever has queued up in one
+//! transaction (group commit), so many concurrent webhooks share a transaction instead of each
+//! paying for one. Only after the commit does the writer publish the events to the in-memory
+//! tail and move the head, and only then does it answer the appenders: a reader never sees an
+//! event that is not durable, and ids appear in commit order.
+//!
+//! The tail holds the newest events with their wire form pre-rendered, so that a device that is
+//! up to date, the common case, is answered without touching the database.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::event::{Event, LoggedEvent, NewEvent};
+use crate::store::{Appended, EventStore, StoreError};
+
+/// Which models a reader wants; `None` is every model.
+pub type ModelFilter<'a> = Option<&'a [String]>;
+
+fn wants(filter: ModelFilter<'_>, model: &str) -> bool {
+    filter.is_none_or(|models| models.iter().any(|m| m == model))
+}
+
+/// What one scan of the log found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Matching events, in id order.
+    pub events: Vec<Arc<LoggedEvent>>,
+    /// Every event with an id up to here was either returned or did not match.
+    pub scanned_to: i64,
+    /// More matching events, or events not yet scanned, wait after `scanned_to`.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TailLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+}
+
+struct Tail {
+    /// Every event with an id above `floor` is in `events`.
+    floor: i64,
+    events: VecDeque<Arc<LoggedEvent>>,
+    bytes: usize,
+    limits: TailLimits,
+}
+
+impl Tail {
+    fn head(&self) -> i64 {
+        self.events.back().map_or(self.floor, |e| e.event.id)
+    }
+
+    fn push(&mut self, entry: Arc<LoggedEvent>) {
+        self.bytes += entry.weight();
+        self.events.push_back(entry);
+        while self.events.len() > 1
+            && (self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.weight();
+                self.floor = old.event.id;
+            }
+        }
+    }
+
+    /// Index of the first event with an id above `after`.
+    fn start(&self, after: i64) -> usize {
+        self.events.partition_point(|e| e.event.id <= after)
+    }
+}
+
+struct AppendRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the event log is shutting down")]
+    Closed,
+}
+
+struct Shared {
+    store: Arc<dyn EventStore>,
+    tail: RwLock<Tail>,
+    head: watch::Sender<i64>,
+}
+
+pub struct EventLog {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<AppendRequest>,
+    writer_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl EventLog {
+    /// Loads the newest events into memory and starts the writer.
+    pub async fn open(
+        store: Arc<dyn EventStore>,
+        limits: TailLimits,
+        group_max_events: usize,
+    ) -> Result<EventLog, StoreError> {
+        let last = store.last_event_id().await?;
+        let newest = store.newest(limits.max_events).await?;
+        let mut tail = Tail {
+            floor: newest.first().map_or(last, |e| e.id - 1),
+            events: VecDeque::with_capacity(newest.len()),
+            bytes: 0,
+            limits,
+        };
+        for event in newest {
+            tail.push(LoggedEvent::new(event));
+        }
+        // Ids of events that were never committed may lie above the newest stored event.
+        let head = tail.head();
+        let shared = Arc::new(Shared {
+            store,
+            tail: RwLock::new(tail),
+            head: watch::Sender::new(head),
+        });
+        let (writer, requests) = mpsc::channel(4096);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_writer(
+            shared.clone(),
+            requests,
+            stopped,
+            group_max_events.max(1),
+        ));
+        Ok(EventLog {
+            shared,
+            writer,
+            writer_task: parking_lot::Mutex::new(Some(task)),
+            stop,
+        })
+    }
+
+    /// Appends one atomic batch; answers once it is durable and visible to readers.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(AppendRequest { events, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        Ok(answer.await.map_err(|_| AppendError::Closed)??)
+    }
+
+    /// The id of the newest committed event.
+    pub fn head(&self) -> i64 {
+        *self.shared.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.shared.head.subscribe()
+    }
+
+    /// Reads up to `limit` events of `models` after `after`, from memory when the tail reaches
+    /// back that far, else from the store, scanning at most `window` ids there.
+    pub async fn scan(
+        &self,
+        after: i64,
+        models: ModelFilter<'_>,
+        limit: usize,
+        window: i64,
+    ) -> Result<Scan, StoreError> {
+        let head = {
+            let tail = self.shared.tail.read();
+            let head = tail.head();
+            if after >= head {
+                return Ok(Scan {
+                    events: Vec::new(),
+                    scanned_to: after,
+                    has_more: false,
+                });
+            }
+            if after >= tail.floor {
+                return Ok(scan_memory(&tail, after, models, limit));
+            }
+            head
+        };
+        let upto = head.min(after.saturating_add(window.max(1)));
+        let rows = self
+            .shared
+            .store
+            .read_after(after, upto, models, limit + 1)
+            .await?;
+        let full = rows.len() > limit;
+        let events: Vec<Arc<LoggedEvent>> =
+            rows.into_iter().take(limit).map(LoggedEvent::new).collect();
+        let scanned_to = match (full, events.last()) {
+            (true, Some(last)) => last.event.id,
+            _ => upto,
+        };
+        Ok(Scan {
+            events,
+            scanned_to,
+            has_more: full || upto < head,
+        })
+    }
+
+    /// How many events of `models` lie after `after`.
+    pub async fn count_after(
+        &self,
+        after: i64,
+        models: ModelFilter<'_>,
+    ) -> Result<u64, StoreError> {
+        {
+            let tail = self.shared.tail.read();
+            if after >= tail.floor {
+                let start = tail.start(after);
+                return Ok(tail
+                    .events
+                    .range(start..)
+                    .filter(|e| wants(models, &e.event.model))
+                    .count() as u64);
+            }
+        }
+        self.shared.store.count_after(after, models).await
+    }
+
+    /// Stops taking appends, commits what is queued, and waits for the writer to finish.
+    pub async fn close(&self) {
+        let _ = self.stop.send(true);
+        let task = self.writer_task.lock().take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "event log writer ended abnormally");
+        }
+    }
+}
+
+fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -> Scan {
+    let mut scan = Scan {
+        events: Vec::with_capacity(limit.min(256)),
+        scanned_to: after,
+        has_more: false,
+    };
+    for entry in tail.events.range(tail.start(after)..) {
+        if wants(models, &entry.event.model) {
+            if scan.events.len() == limit {
+                scan.has_more = true;
+                return scan;
+            }
+            scan.events.push(entry.clone());
+        }
+        scan.scanned_to = entry.event.id;
+    }
+    scan
+}
+
+async fn run_writer(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<AppendRequest>,
+    mut stop: watch::Receiver<bool>,
+    group_max_events: usize,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            request = requests.recv() => request,
+            () = crate::util::stopped(&mut stop) => {
+                // Refuse new appends, then commit the ones already queued.
+                requests.close();
+                requests.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        let mut group = vec![first];
+        let mut queued = group[0].events.len();
+        while queued < group_max_events {
+            match requests.try_recv() {
+                Ok(request) => {
+                    queued += request.events.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&shared, group).await;
+    }
+}
+
+async fn commit_group(shared: &Shared, group: Vec<AppendRequest>) {
+    let counts: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
+    let mut replies = Vec::with_capacity(group.len());
+    let mut events = Vec::with_capacity(counts.iter().sum());
+    for request in group {
+        replies.push(request.reply);
+        events.extend(request.events);
+    }
+    match shared.store.append(&events).await {
+        Ok(answers) => publish(shared, events, &answers, replies, &counts),
+        Err(e) if replies.len() == 1 => {
+            let _ = replies.pop().map(|reply| reply.send(Err(e)));
+        }
+        Err(e) => {
+            // One transaction for the group failed: give every request its own, so that one
+            // request's failure is never another's.
+            tracing::warn!(error = %e, requests = replies.len(), "group commit failed; committing requests one by one");
+            let mut rest = events.into_iter();
+            for (reply, count) in replies.into_iter().zip(counts) {
+                let own: Vec<NewEvent> = rest.by_ref().take(count).collect();
+                match shared.store.append(&own).await {
+                    Ok(answers) => publish(shared, own, &answers, vec![reply], &[count]),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Makes committed events visible to readers, then answers the appenders.
+fn publish(
+    shared: &Shared,
+    events: Vec<NewEvent>,
+    answers: &[Appended],
+    replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
+    counts: &[usize],
+) {
+    // Rendered before taking the lock, so that readers wait only for the pushes.
+    let entries: Vec<Arc<LoggedEvent>> = events
+        .into_iter()
+        .zip(answers)
+        .filter(|(_, answer)| !answer.duplicate)
+        .map(|(event, answer)| LoggedEvent::new(Event::from_new(answer.id, event)))
+        .collect();
+    let head = {
+        let mut tail = shared.tail.write();
+        for entry in entries {
+            tail.push(entry);
+        }
+        tail.head()
+    };
+    shared.head.send_if_modified(|current| {
+        let moved = *current != head;
+        *current = head;
+        moved
+    });
+    let mut offset = 0;
+    for (reply, &count) in replies.into_iter().zip(counts) {
+        let _ = reply.send(Ok(answers[offset..offset + count].to_vec()));
+        offset += count;
+    }
+}

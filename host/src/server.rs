@@ -1,0 +1,120 @@
+//! Starting and stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::identity::Authenticator;
+use crate::log::{EventLog, TailLimits};
+use crate::{http, secrets, store};
+
+/// A running server. Dropping it does not stop it: call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    serve_task: JoinHandle<std::io::Result<()>>,
+    flush_task: JoinHandle<()>,
+}
+
+/// Opens the database (running migrations), loads the log's tail and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+    start_on(config, listener).await
+}
+
+/// Like [`start`], on a listener the caller bound.
+pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
+    let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
+    if auth.is_static() {
+        tracing::warn!(
+            "auth.mode is \"static\": sessions come from the config file, not Odoo. Do not use this in production."
+        );
+    }
+    let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
+    let store = store::open(&config.database).await?;
+    let log = EventLog::open(
+        store.clone(),
+        TailLimits {
+            max_events: config.database.tail_events,
+            max_bytes: config.database.tail_max_bytes,
+        },
+        config.ingest.group_commit_max_events,
+    )
+    .await?;
+    let flush_every = Duration::from_millis(config.sync.position_flush_ms.max(1));
+    let app = Arc::new(App::new(config, store, log, auth, secrets));
+    let addr = listener.local_addr()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let router = http::router(app.clone());
+    let mut serve_stop = stopped.clone();
+    let serve_task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                crate::util::stopped(&mut serve_stop).await;
+            })
+            .await
+    });
+    let flush_task = tokio::spawn(flush_positions(app.clone(), flush_every, stopped));
+    tracing::info!(%addr, head = app.log.head(), "smartsync listening");
+    Ok(Server {
+        addr,
+        app,
+        stop,
+        serve_task,
+        flush_task,
+    })
+}
+
+async fn flush_positions(app: Arc<App>, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = crate::util::stopped(&mut stopped) => return,
+        }
+        if let Err(e) = app.positions.flush().await {
+            tracing::error!(error = %e, "writing device positions failed; will retry");
+        }
+    }
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (up to
+    /// `server.shutdown_grace_secs`), commits queued events and writes every position.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
+        match tokio::time::timeout(grace, self.serve_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("requests still in flight after the grace period"),
+        }
+        let _ = self.flush_task.await;
+        self.app.log.close().await;
+        let flushed = self.app.positions.flush().await;
+        self.app.store.close().await;
+        flushed?;
+        tracing::info!("smartsync stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Durable storage behind one trait, so that backends can be swapped by the database URL.
+//!
+//! The store is only storage: numbering, group commit, the in-memory tail and device slots live
+//! above it, in [`crate::log`] and [`crate::positions`].
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::config::DatabaseConfig;
+use crate::event::{Event, NewEvent};
+use crate::positions::{DeviceKey, DeviceState};
+
+/// What became of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub id: i64,
+    /// The event's dedupe key was already in the log: nothing was stored and `id` is the
+    /// original event's.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` in one transaction, numbering them in order after every id ever used.
+    /// An event whose dedupe key is already stored, or appears earlier in `events`, is not stored
+    /// again: its answer is the original id. All or nothing.
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError>;
+
+    /// The highest id ever assigned (0 for an empty log).
+    async fn last_event_id(&self) -> Result<i64, StoreError>;
+
+    /// Events with `after < id <= upto`, of `models` when given, in id order, at most `limit`.
+    async fn read_after(
+        &self,
+        after: i64,
+        upto: i64,
+        models: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// How many events with `id > after`, of `models` when given, the log holds.
+    async fn count_after(&self, after: i64, models: Option<&[String]>) -> Result<u64, StoreError>;
+
+    /// The newest `n` events, oldest first.
+    async fn newest(&self, n: usize) -> Result<Vec<Event>, StoreError>;
+
+    async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError>;
+
+    /// Writes the given device states in one transaction.
+    async fn save_devices(&self, devices: &[(DeviceKey, DeviceState)]) -> Result<(), StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Closes connections, waiting for queries in flight.
+    async fn close(&self);
+}
+
+/// The file path in a `sqlite://` URL, if it is one.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty()).then_some(path)
+}
+
+/// Opens the store named by the URL and brings its schema up to date.
+pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn EventStore>, StoreError> {
+    match sqlite_path(&config.url) {
+        Some(path) => Ok(Arc::new(SqliteStore::open(path, config).await?)),
+        None => Err(StoreError::Setup(format!(
+            "unsupported database URL {:?}: expected sqlite://path",
+            config.url
+        ))),
+    }
+}

@@ -1,0 +1,183 @@
+//! The `smartsync` binary itself: config errors, the example, and a graceful SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use smartsync_tests::smartsync_bin;
+
+#[test]
+fn config_example_prints_a_config_that_loads() {
+    let out = Command::new(smartsync_bin())
+        .args(["config", "example"])
+        .output()
+        .expect("run smartsync");
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("smartsync.toml");
+    std::fs::write(&path, &out.stdout).expect("write");
+    let check = Command::new(smartsync_bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .expect("run smartsync");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[sync]\nmax_limt = 5\n").expect("write");
+    let out = Command::new(smartsync_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .expect("run smartsync");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_limt"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+
+    let out = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .env("SMARTSYNC_SERVER__LISTEN", "not an address")
+        .args(["config", "check"])
+        .output()
+        .expect("run smartsync");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.listen"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smartsync");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The embedded default generated its secrets beside the database, under ./data/.
+    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
+    let token = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("ingest_token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ingest token")
+        .to_string();
+    let hook = client
+        .post(format!("{base}/api/v2/webhooks/odoo?token={token}"))
+        .json(
+            &json!({"_model": "res.partner", "_id": 7, "_action": "x(#1)", "id": 7,
+                      "create_date": "2024-01-15 10:30:00", "write_date": "2024-01-15 10:30:00"}),
+        )
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(hook.status(), 200);
+    let pull: Value = client
+        .post(format!("{base}/api/v2/sync/pull"))
+        .header("X-Session-Id", "dev-session-5")
+        .json(
+            &json!({"user_id": 5, "device_id": "android-1", "app_type": "sales_app", "limit": 100}),
+        )
+        .send()
+        .await
+        .expect("pull")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(pull["new_events_count"], 1);
+
+    let pid = child.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(
+        stderr.contains("not for production") || stderr.contains("Do not use this in production"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&token),
+        "the log must not contain the ingest token"
+    );
+    assert!(
+        !stderr.contains("dev-session-5"),
+        "the log must not contain session ids"
+    );
+
+    // Start again: the device's position was written on the way down.
+    let mut child = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smartsync");
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state: Value = client
+        .get(format!(
+            "{base}/api/v2/sync/state?user_id=5&device_id=android-1"
+        ))
+        .header("X-Session-Id", "dev-session-5")
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["last_event_id"], 1);
+    assert_eq!(state["sync_count"], 1);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

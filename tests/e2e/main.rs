@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server over HTTP, on a real SQLite file.
+
+mod cli;
+mod durability;
+mod http_surface;
+mod ingest;
+mod odoo_auth;
+mod pull;
+mod seed_clients;
+mod seed_python;

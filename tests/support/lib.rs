@@ -1,0 +1,228 @@
+//! What the end-to-end tests run against: the real server on 127.0.0.1:0 with a temporary SQLite
+//! file, plus stand-ins for what cannot run here (Odoo's session endpoint) and what the seed's
+//! clients talk to (an external CRM).
+
+pub mod crm;
+pub mod odoo;
+
+use std::path::PathBuf;
+
+use reqwest::Response;
+use serde_json::{Value, json};
+use smartsync::config::{StaticSession, StaticSessionFull};
+use smartsync::{Config, Server};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
+pub const TOKEN_SECRET: &str = "test-token-secret-0123456789";
+
+/// Sessions the static-mode test server knows: `session-<uid>` for users 2, 5 and 42, and
+/// `session-7` for a user of companies 1 and 3.
+pub fn session(uid: i64) -> String {
+    format!("session-{uid}")
+}
+
+/// The server under test. Stop it with [`TestServer::stop`] to shut it down gracefully.
+pub struct TestServer {
+    server: Option<Server>,
+    pub config: Config,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+}
+
+/// A config for tests: static sessions, fixed secrets, a SQLite file in `dir`.
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::embedded();
+    config.server.listen = "127.0.0.1:0".into();
+    config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
+    config.database.synchronous = "normal".into();
+    config.secrets.ingest_token = Some(INGEST_TOKEN.into());
+    config.secrets.token_secret = Some(TOKEN_SECRET.into());
+    config.sync.position_flush_ms = 50;
+    config.auth.sessions = [2, 5, 42]
+        .into_iter()
+        .map(|uid| (session(uid), StaticSession::Uid(uid)))
+        .collect();
+    config.auth.sessions.insert(
+        session(7),
+        StaticSession::Full(StaticSessionFull {
+            uid: 7,
+            company_ids: vec![1, 3],
+            lang: Some("ar_001".into()),
+            tz: Some("Africa/Casablanca".into()),
+        }),
+    );
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        config.validate().expect("test config is valid");
+        let server = boot(config.clone()).await;
+        TestServer {
+            server: Some(server),
+            config,
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn running(&self) -> &Server {
+        self.server.as_ref().expect("server is running")
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.running().addr())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// Graceful shutdown, then a fresh start on the same database (on a new port).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+        self.server = Some(boot(self.config.clone()).await);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+    }
+
+    /// `POST /api/v2/events` with the right bearer token.
+    pub async fn ingest(&self, events: Value) -> Response {
+        self.client
+            .post(self.url("/api/v2/events"))
+            .bearer_auth(INGEST_TOKEN)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("ingest request")
+    }
+
+    /// Ingests and returns the ids, failing the test on any error.
+    pub async fn ingest_ok(&self, events: Value) -> Vec<i64> {
+        let response = self.ingest(events).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("ingest answer is JSON");
+        assert_eq!(status, 200, "ingest failed: {body}");
+        body["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|id| id.as_i64().expect("id"))
+            .collect()
+    }
+
+    /// `POST /api/v2/webhooks/odoo?token=...&<extra query>` with Odoo's JSON body.
+    pub async fn webhook(&self, extra_query: &str, body: &Value) -> Response {
+        let mut url = format!("{}?token={INGEST_TOKEN}", self.url("/api/v2/webhooks/odoo"));
+        if !extra_query.is_empty() {
+            url.push('&');
+            url.push_str(extra_query);
+        }
+        // Odoo posts json.dumps(vals, sort_keys=True, default=str) with this one header.
+        self.client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("webhook request")
+    }
+
+    /// `POST /api/v2/sync/pull` as the seed's clients send it.
+    pub async fn pull(&self, session_id: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/v2/sync/pull"))
+            .header("Content-Type", "application/json")
+            .header("X-Session-Id", session_id)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("pull request")
+    }
+
+    /// Pulls and returns the 200 body, failing the test otherwise.
+    pub async fn pull_ok(&self, session_id: &str, body: &Value) -> Value {
+        let response = self.pull(session_id, body).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("pull answer is JSON");
+        assert_eq!(status, 200, "pull failed: {body}");
+        body
+    }
+
+    pub async fn state(&self, session_id: &str, query: &str) -> Response {
+        self.client
+            .get(format!("{}?{query}", self.url("/api/v2/sync/state")))
+            .header("X-Session-Id", session_id)
+            .send()
+            .await
+            .expect("state request")
+    }
+}
+
+async fn boot(config: Config) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    smartsync::start_on(config, listener)
+        .await
+        .expect("server starts")
+}
+
+/// Ids of the events in a pull answer.
+pub fn event_ids(answer: &Value) -> Vec<i64> {
+    answer["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("event id"))
+        .collect()
+}
+
+/// An ingest item.
+pub fn item(model: &str, record_id: i64, kind: &str) -> Value {
+    json!({"model": model, "record_id": record_id, "event": kind})
+}
+
+/// The `smartsync` binary built beside this test (`cargo build` puts it in the target dir).
+pub fn smartsync_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/smartsync
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let bin = dir.join(format!("smartsync{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p smartsync-host` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Binds an axum router on 127.0.0.1:0 and serves it in the background.
+pub async fn spawn_router(router: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}")
+}
