@@ -1,0 +1,248 @@
+//! HTTP throughput of the sync server, each beside a bare axum endpoint answering the same bytes
+//! (the ceiling), measured in one run:
+//!
+//! - pulls/s of 100-event pages (served from the in-memory tail, and with the tail disabled so
+//!   that every pull reads SQLite);
+//! - single-event Odoo webhooks/s (group commit);
+//! - events/s of 1000-event batches on `POST /api/v2/events`.
+//!
+//! `cargo bench -p smartsync-host --bench throughput`; `BENCH_SECS` (default 5) and
+//! `BENCH_CONNECTIONS` (default 64) tune a run. Results go to stdout as a Markdown table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use serde_json::{Value, json};
+use smartsync::Config;
+use smartsync::config::StaticSession;
+use tokio::net::{TcpListener, TcpStream};
+
+const SESSION: &str = "bench-session";
+const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One kind of request, sent over and over: the request for connection `c`, request `n`.
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Drives `connections` keep-alive HTTP/1.1 connections for `secs`; answers requests/s.
+async fn load(addr: std::net::SocketAddr, connections: usize, secs: u64, make: MakeRequest) -> f64 {
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (done, count, failures, make) = (done.clone(), count.clone(), failures.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(stream) = TcpStream::connect(addr).await else {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(io).await else {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            tokio::spawn(conn);
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let Ok(response) = sender.send_request(make(c, n)).await else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let ok = response.status().is_success();
+                if response.into_body().collect().await.is_err() || !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let counted = count.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let failed = failures.load(Ordering::Relaxed);
+    assert!(failed == 0, "{failed} requests failed");
+    counted as f64 / elapsed
+}
+
+/// A bare axum server answering every POST with `body`.
+async fn bare(body: Bytes) -> std::net::SocketAddr {
+    let router = Router::new().fallback(post(move || {
+        let body = body.clone();
+        async move { ([("content-type", "application/json")], body) }
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn smartsync_server(dir: &tempfile::TempDir, tail_events: usize) -> smartsync::Server {
+    let mut config = Config::embedded();
+    config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
+    config.secrets.ingest_token = Some(INGEST_TOKEN.into());
+    config.secrets.token_secret = Some("bench-token-secret-0123456789".into());
+    config.auth.sessions = [(SESSION.to_string(), StaticSession::Uid(5))].into_iter().collect();
+    config.database.tail_events = tail_events;
+    config.log.level = "warn".into();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    smartsync::start_on(config, listener).await.expect("server starts")
+}
+
+fn post_json(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
+    let mut request = Request::post(path).header("host", "127.0.0.1").header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Full::new(body)).expect("request")
+}
+
+/// A sales_app order payload of realistic size (~300 bytes).
+fn order(i: i64) -> Value {
+    json!({"model": "sale.order", "record_id": i, "event": "write",
+           "payload": {"id": i, "name": format!("S{i:05}"), "partner_id": 7, "user_id": 5,
+                       "company_id": 1, "state": "sale", "amount_total": 1250.5,
+                       "date_order": "2024-01-15 10:30:00", "write_date": "2024-01-15 10:30:00",
+                       "client_order_ref": "PO-2024-0042", "note": false}})
+}
+
+async fn ingest(addr: std::net::SocketAddr, events: Vec<Value>) {
+    let client = reqwest::Client::new();
+    for chunk in events.chunks(1000) {
+        let response = client
+            .post(format!("http://{addr}/api/v2/events"))
+            .bearer_auth(INGEST_TOKEN)
+            .json(&json!({"events": chunk}))
+            .send()
+            .await
+            .expect("ingest");
+        assert!(response.status().is_success());
+    }
+}
+
+/// Pull requests that each resume from the start of a 100-event page, so every pull answers
+/// 100 events; each connection is its own device.
+async fn pull_requests(addr: std::net::SocketAddr, connections: usize) -> (MakeRequest, Bytes) {
+    let client = reqwest::Client::new();
+    let mut bodies = Vec::new();
+    let mut sample = Bytes::new();
+    for c in 0..connections {
+        let mut body = json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": "sales_app", "limit": 100});
+        // A first pull from the beginning gives a token for position 0 of this device.
+        let first: Value = client
+            .post(format!("http://{addr}/api/v2/sync/pull"))
+            .header("X-Session-Id", SESSION)
+            .json(&json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": "sales_app", "limit": 1}))
+            .send()
+            .await
+            .expect("pull")
+            .json()
+            .await
+            .expect("json");
+        let token_at_1 = first["next_sync_token"].clone();
+        body["sync_token"] = token_at_1;
+        let answer = client
+            .post(format!("http://{addr}/api/v2/sync/pull"))
+            .header("X-Session-Id", SESSION)
+            .json(&body)
+            .send()
+            .await
+            .expect("pull")
+            .bytes()
+            .await
+            .expect("body");
+        let parsed: Value = serde_json::from_slice(&answer).expect("json");
+        assert_eq!(parsed["new_events_count"], 100, "a full page");
+        sample = answer;
+        bodies.push(Bytes::from(body.to_string()));
+    }
+    let make: MakeRequest = Arc::new(move |c, _| {
+        post_json("/api/v2/sync/pull", &[("x-session-id", SESSION)], bodies[c].clone())
+    });
+    (make, sample)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let secs = env_number("BENCH_SECS", 5);
+    let connections = env_number("BENCH_CONNECTIONS", 64) as usize;
+    let mut rows: Vec<(String, f64, f64, &str)> = Vec::new();
+
+    // Pulls from the in-memory tail, and with the tail disabled.
+    for (label, tail) in [("pull, 100-event page", 20_000usize), ("pull, 100-event page, tail disabled (SQLite read per pull)", 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = smartsync_server(&dir, tail).await;
+        ingest(server.addr(), (1..=2000).map(order).collect()).await;
+        let (make, sample) = pull_requests(server.addr(), connections).await;
+        let make_ceiling = make.clone();
+        let measured = load(server.addr(), connections, secs, make).await;
+        let ceiling_addr = bare(sample.clone()).await;
+        let ceiling = load(ceiling_addr, connections, secs, make_ceiling).await;
+        eprintln!("{label}: {measured:.0}/s, bare axum {ceiling:.0}/s ({} bytes)", sample.len());
+        rows.push((label.to_string(), measured, ceiling, "pulls/s"));
+        server.shutdown().await.expect("shutdown");
+    }
+
+    // Single-event webhooks, each a new record.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = smartsync_server(&dir, 20_000).await;
+        let path: &'static str = Box::leak(format!("/api/v2/webhooks/odoo?token={INGEST_TOKEN}&event=write").into_boxed_str());
+        let make: MakeRequest = Arc::new(move |c, n| {
+            let id = (c as u64) * 10_000_000 + n + 1;
+            let body = json!({"_action": "Smart Sync(#1)", "_id": id, "_model": "res.partner",
+                              "id": id, "name": "Customer", "write_date": "2024-01-15 10:30:00"});
+            post_json(path, &[], Bytes::from(body.to_string()))
+        });
+        let measured = load(server.addr(), connections, secs, make.clone()).await;
+        let ceiling_addr = bare(Bytes::from_static(br#"{"duplicate":false,"id":1,"status":"success"}"#)).await;
+        let ceiling = load(ceiling_addr, connections, secs, make).await;
+        eprintln!("webhooks: {measured:.0}/s, bare axum {ceiling:.0}/s");
+        rows.push(("single-event Odoo webhook".into(), measured, ceiling, "requests/s"));
+        server.shutdown().await.expect("shutdown");
+    }
+
+    // 1000-event batches.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = smartsync_server(&dir, 20_000).await;
+        let batch = Bytes::from(json!({"events": (1..=1000).map(order).collect::<Vec<_>>()}).to_string());
+        let auth: &'static str = Box::leak(format!("Bearer {INGEST_TOKEN}").into_boxed_str());
+        let sent = batch.clone();
+        let make: MakeRequest = Arc::new(move |_, _| post_json("/api/v2/events", &[("authorization", auth)], sent.clone()));
+        let batch_connections = 4;
+        let measured = load(server.addr(), batch_connections, secs, make.clone()).await;
+        let answer = Bytes::from(json!({"status": "success", "ids": (1..=1000).collect::<Vec<i64>>(), "duplicates": 0}).to_string());
+        let ceiling_addr = bare(answer).await;
+        let ceiling = load(ceiling_addr, batch_connections, secs, make).await;
+        eprintln!("batches: {:.0} events/s, bare axum {:.0} events/s", measured * 1000.0, ceiling * 1000.0);
+        rows.push(("1000-event batch ingest".into(), measured * 1000.0, ceiling * 1000.0, "events/s"));
+        server.shutdown().await.expect("shutdown");
+    }
+
+    println!("| measured ({secs} s, {connections} connections; batches 4) | smartsync | bare axum, same bytes | ratio |");
+    println!("|---|---|---|---|");
+    for (label, measured, ceiling, unit) in rows {
+        println!("| {label} | {measured:.0} {unit} | {ceiling:.0} {unit} | {:.0} % |", 100.0 * measured / ceiling);
+    }
+}
