@@ -58,11 +58,18 @@ async fn load(addr: std::net::SocketAddr, connections: usize, secs: u64, make: M
             tokio::spawn(conn);
             let mut n = 0u64;
             while !done.load(Ordering::Relaxed) {
-                let Ok(response) = sender.send_request(make(c, n)).await else {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let response = match sender.send_request(make(c, n)).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
                 };
                 let ok = response.status().is_success();
+                if !ok {
+                    eprintln!("request failed: HTTP {}", response.status());
+                }
                 if response.into_body().collect().await.is_err() || !ok {
                     failures.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -87,10 +94,13 @@ async fn load(addr: std::net::SocketAddr, connections: usize, secs: u64, make: M
 
 /// A bare axum server answering every POST with `body`.
 async fn bare(body: Bytes) -> std::net::SocketAddr {
-    let router = Router::new().fallback(post(move || {
-        let body = body.clone();
-        async move { ([("content-type", "application/json")], body) }
-    }));
+    // The request body is read, as the real server reads it, so the connection can be reused.
+    let router = Router::new()
+        .fallback(post(move |_request: Bytes| {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
