@@ -43,7 +43,8 @@ async fn load(addr: std::net::SocketAddr, connections: usize, secs: u64, make: M
     let failures = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (done, count, failures, make) = (done.clone(), count.clone(), failures.clone(), make.clone());
+        let (done, count, failures, make) =
+            (done.clone(), count.clone(), failures.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(stream) = TcpStream::connect(addr).await else {
                 failures.fetch_add(1, Ordering::Relaxed);
@@ -112,15 +113,21 @@ async fn smartsync_server(dir: &tempfile::TempDir, tail_events: usize) -> smarts
     config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
     config.secrets.token_secret = Some("bench-token-secret-0123456789".into());
-    config.auth.sessions = [(SESSION.to_string(), StaticSession::Uid(5))].into_iter().collect();
+    config.auth.sessions = [(SESSION.to_string(), StaticSession::Uid(5))]
+        .into_iter()
+        .collect();
     config.database.tail_events = tail_events;
     config.log.level = "warn".into();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    smartsync::start_on(config, listener).await.expect("server starts")
+    smartsync::start_on(config, listener)
+        .await
+        .expect("server starts")
 }
 
 fn post_json(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
-    let mut request = Request::post(path).header("host", "127.0.0.1").header("content-type", "application/json");
+    let mut request = Request::post(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -187,7 +194,11 @@ async fn pull_requests(addr: std::net::SocketAddr, connections: usize) -> (MakeR
         bodies.push(Bytes::from(body.to_string()));
     }
     let make: MakeRequest = Arc::new(move |c, _| {
-        post_json("/api/v2/sync/pull", &[("x-session-id", SESSION)], bodies[c].clone())
+        post_json(
+            "/api/v2/sync/pull",
+            &[("x-session-id", SESSION)],
+            bodies[c].clone(),
+        )
     });
     (make, sample)
 }
@@ -199,7 +210,13 @@ async fn main() {
     let mut rows: Vec<(String, f64, f64, &str)> = Vec::new();
 
     // Pulls from the in-memory tail, and with the tail disabled.
-    for (label, tail) in [("pull, 100-event page", 20_000usize), ("pull, 100-event page, tail disabled (SQLite read per pull)", 1)] {
+    for (label, tail) in [
+        ("pull, 100-event page", 20_000usize),
+        (
+            "pull, 100-event page, tail disabled (SQLite read per pull)",
+            1,
+        ),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, tail).await;
         ingest(server.addr(), (1..=2000).map(order).collect()).await;
@@ -208,7 +225,10 @@ async fn main() {
         let measured = load(server.addr(), connections, secs, make).await;
         let ceiling_addr = bare(sample.clone()).await;
         let ceiling = load(ceiling_addr, connections, secs, make_ceiling).await;
-        eprintln!("{label}: {measured:.0}/s, bare axum {ceiling:.0}/s ({} bytes)", sample.len());
+        eprintln!(
+            "{label}: {measured:.0}/s, bare axum {ceiling:.0}/s ({} bytes)",
+            sample.len()
+        );
         rows.push((label.to_string(), measured, ceiling, "pulls/s"));
         server.shutdown().await.expect("shutdown");
     }
@@ -217,7 +237,9 @@ async fn main() {
     {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, 20_000).await;
-        let path: &'static str = Box::leak(format!("/api/v2/webhooks/odoo?token={INGEST_TOKEN}&event=write").into_boxed_str());
+        let path: &'static str = Box::leak(
+            format!("/api/v2/webhooks/odoo?token={INGEST_TOKEN}&event=write").into_boxed_str(),
+        );
         let make: MakeRequest = Arc::new(move |c, n| {
             let id = (c as u64) * 10_000_000 + n + 1;
             let body = json!({"_action": "Smart Sync(#1)", "_id": id, "_model": "res.partner",
@@ -225,10 +247,18 @@ async fn main() {
             post_json(path, &[], Bytes::from(body.to_string()))
         });
         let measured = load(server.addr(), connections, secs, make.clone()).await;
-        let ceiling_addr = bare(Bytes::from_static(br#"{"duplicate":false,"id":1,"status":"success"}"#)).await;
+        let ceiling_addr = bare(Bytes::from_static(
+            br#"{"duplicate":false,"id":1,"status":"success"}"#,
+        ))
+        .await;
         let ceiling = load(ceiling_addr, connections, secs, make).await;
         eprintln!("webhooks: {measured:.0}/s, bare axum {ceiling:.0}/s");
-        rows.push(("single-event Odoo webhook".into(), measured, ceiling, "requests/s"));
+        rows.push((
+            "single-event Odoo webhook".into(),
+            measured,
+            ceiling,
+            "requests/s",
+        ));
         server.shutdown().await.expect("shutdown");
     }
 
@@ -236,23 +266,43 @@ async fn main() {
     {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, 20_000).await;
-        let batch = Bytes::from(json!({"events": (1..=1000).map(order).collect::<Vec<_>>()}).to_string());
+        let batch =
+            Bytes::from(json!({"events": (1..=1000).map(order).collect::<Vec<_>>()}).to_string());
         let auth: &'static str = Box::leak(format!("Bearer {INGEST_TOKEN}").into_boxed_str());
         let sent = batch.clone();
-        let make: MakeRequest = Arc::new(move |_, _| post_json("/api/v2/events", &[("authorization", auth)], sent.clone()));
+        let make: MakeRequest = Arc::new(move |_, _| {
+            post_json("/api/v2/events", &[("authorization", auth)], sent.clone())
+        });
         let batch_connections = 4;
         let measured = load(server.addr(), batch_connections, secs, make.clone()).await;
-        let answer = Bytes::from(json!({"status": "success", "ids": (1..=1000).collect::<Vec<i64>>(), "duplicates": 0}).to_string());
+        let answer = Bytes::from(
+            json!({"status": "success", "ids": (1..=1000).collect::<Vec<i64>>(), "duplicates": 0})
+                .to_string(),
+        );
         let ceiling_addr = bare(answer).await;
         let ceiling = load(ceiling_addr, batch_connections, secs, make).await;
-        eprintln!("batches: {:.0} events/s, bare axum {:.0} events/s", measured * 1000.0, ceiling * 1000.0);
-        rows.push(("1000-event batch ingest".into(), measured * 1000.0, ceiling * 1000.0, "events/s"));
+        eprintln!(
+            "batches: {:.0} events/s, bare axum {:.0} events/s",
+            measured * 1000.0,
+            ceiling * 1000.0
+        );
+        rows.push((
+            "1000-event batch ingest".into(),
+            measured * 1000.0,
+            ceiling * 1000.0,
+            "events/s",
+        ));
         server.shutdown().await.expect("shutdown");
     }
 
-    println!("| measured ({secs} s, {connections} connections; batches 4) | smartsync | bare axum, same bytes | ratio |");
+    println!(
+        "| measured ({secs} s, {connections} connections; batches 4) | smartsync | bare axum, same bytes | ratio |"
+    );
     println!("|---|---|---|---|");
     for (label, measured, ceiling, unit) in rows {
-        println!("| {label} | {measured:.0} {unit} | {ceiling:.0} {unit} | {:.0} % |", 100.0 * measured / ceiling);
+        println!(
+            "| {label} | {measured:.0} {unit} | {ceiling:.0} {unit} | {:.0} % |",
+            100.0 * measured / ceiling
+        );
     }
 }
