@@ -115,3 +115,35 @@ async fn webhooks_in_flight_during_shutdown_are_kept_or_refused_never_lost() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_ahead_of_a_replaced_log_is_told_to_reset() {
+    let old = TestServer::start().await;
+    old.ingest_ok(json!(
+        (1..=5)
+            .map(|i| item("sale.order", i, "write"))
+            .collect::<Vec<_>>()
+    ))
+    .await;
+    let answer = old.pull_ok(&session(5), &sales("a")).await;
+    let token = answer["next_sync_token"].clone();
+    old.stop().await;
+
+    // A new, empty database behind the same token secret: the token points past its head.
+    let new = TestServer::start().await;
+    new.ingest_ok(json!([item("sale.order", 77, "create")]))
+        .await;
+    let mut resume = sales("a");
+    resume["sync_token"] = token;
+    let reset = new.pull_ok(&session(5), &resume).await;
+    assert_eq!(reset["reset_required"], true);
+    assert_eq!(reset["reset_reason"], "cursor_ahead");
+    assert_eq!(reset["events"], json!([]));
+    // The device carries on from the head of the new log, and later pulls are normal.
+    new.ingest_ok(json!([item("sale.order", 78, "create")]))
+        .await;
+    let next = new.pull_ok(&session(5), &sales("a")).await;
+    assert_eq!(event_ids(&next), vec![2]);
+    assert!(next.get("reset_required").is_none());
+    new.stop().await;
+}
