@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::identity::Authenticator;
 use crate::log::EventLog;
+use crate::plugin::{AppFeed, Reloader};
 use crate::positions::Positions;
 use crate::secrets::Secrets;
 use crate::store::EventStore;
@@ -29,6 +30,7 @@ pub struct App {
     pub tokens: TokenKey,
     pub auth: Authenticator,
     pub secrets: Secrets,
+    pub plugins: Arc<Reloader>,
     feeds: HashMap<String, Arc<Feed>>,
 }
 
@@ -39,6 +41,7 @@ impl App {
         log: EventLog,
         auth: Authenticator,
         secrets: Secrets,
+        plugins: Arc<Reloader>,
     ) -> App {
         let feeds = config
             .app_types
@@ -61,22 +64,47 @@ impl App {
             log,
             auth,
             secrets,
+            plugins,
             feeds,
         }
     }
 
-    /// The feed of `app_type`, or 400 `unknown_app_type`.
-    pub fn feed(&self, app_type: &str) -> Result<Arc<Feed>, ApiError> {
-        self.feeds.get(app_type).cloned().ok_or_else(|| {
-            let mut known: Vec<&str> = self.feeds.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            ApiError::bad_request(
-                "unknown_app_type",
-                format!(
-                    "app_type {app_type:?} is not configured; known: {}",
-                    known.join(", ")
-                ),
-            )
-        })
+    /// What a pull of `app_type` goes through: its enabled plugin, else its model list;
+    /// 403 `app_type_disabled` when plugins.toml has it switched off, 400 `unknown_app_type`
+    /// when nothing names it.
+    pub fn feed(&self, app_type: &str) -> Result<AppFeed, ApiError> {
+        let plugins = self.plugins.current();
+        if let Some(active) = plugins.active.get(app_type) {
+            return Ok(AppFeed::Plugin(active.clone()));
+        }
+        if plugins.names_app_type(app_type) {
+            return Err(ApiError::forbidden(
+                "app_type_disabled",
+                format!("app_type {app_type:?} is switched off in plugins.toml"),
+            ));
+        }
+        if let Some(feed) = self.feeds.get(app_type) {
+            return Ok(AppFeed::Models(feed.clone()));
+        }
+        let mut known: Vec<String> = self.app_types();
+        known.sort_unstable();
+        Err(ApiError::bad_request(
+            "unknown_app_type",
+            format!(
+                "app_type {app_type:?} is not configured; known: {}",
+                known.join(", ")
+            ),
+        ))
+    }
+
+    /// Every app_type a client may name.
+    pub fn app_types(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.feeds.keys().cloned().collect();
+        for entry in self.plugins.current().entries.values() {
+            if !all.contains(&entry.app_type) {
+                all.push(entry.app_type.clone());
+            }
+        }
+        all
     }
 }

@@ -28,7 +28,9 @@ pub struct Config {
     pub sync: SyncConfig,
     pub ingest: IngestConfig,
     pub log: LogConfig,
-    /// The app_types clients may name in a pull, and what each one sees.
+    pub plugins: PluginsConfig,
+    /// The app_types clients may name in a pull, and what each one sees when plugins.toml has
+    /// no plugin for it.
     pub app_types: BTreeMap<String, AppTypeConfig>,
 }
 
@@ -80,7 +82,13 @@ pub struct SecretsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ingest_token: Option<String>,
-    /// Where generated secrets are kept when the two above are not set. Default: `secrets.toml`
+    /// Bearer token for the admin API (`/api/v2/admin/...`).
+    #[serde(
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub admin_token: Option<String>,
+    /// Where generated secrets are kept when the ones above are not set. Default: `secrets.toml`
     /// beside the SQLite file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
@@ -156,6 +164,32 @@ pub struct IngestConfig {
     pub max_batch_events: usize,
     /// Most events committed in one transaction when many requests arrive together.
     pub group_commit_max_events: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Which plugin shapes each app_type's feed. Relative to the working directory; a missing
+    /// file means no plugins.
+    pub file: PathBuf,
+    /// Where compiled plugins are cached. Default: `plugin-cache` beside the SQLite file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Reload when plugins.toml or a `.wasm` it names changes.
+    pub watch: bool,
+    /// How often the watcher looks, in milliseconds.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            file: PathBuf::from("plugins.toml"),
+            cache_dir: None,
+            watch: true,
+            watch_interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -285,6 +319,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             ingest: IngestConfig::default(),
             log: LogConfig::default(),
+            plugins: PluginsConfig::default(),
             app_types,
         }
     }
@@ -387,6 +422,7 @@ impl Config {
         for (key, value) in [
             ("secrets.token_secret", &self.secrets.token_secret),
             ("secrets.ingest_token", &self.secrets.ingest_token),
+            ("secrets.admin_token", &self.secrets.admin_token),
         ] {
             if let Some(value) = value
                 && value.len() < 16
@@ -430,6 +466,9 @@ impl Config {
                 "`ingest.max_batch_events` and `ingest.group_commit_max_events` must be at least 1"
                     .into(),
             );
+        }
+        if self.plugins.watch_interval_ms == 0 {
+            return Err("`plugins.watch_interval_ms` must be at least 1".into());
         }
         if self.app_types.is_empty() {
             return Err("`app_types` names no app_type".into());

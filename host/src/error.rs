@@ -14,6 +14,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    kind: Option<&'static str>,
     retry_after_secs: Option<u64>,
 }
 
@@ -24,6 +25,8 @@ struct Body<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
 }
 
 impl ApiError {
@@ -33,8 +36,15 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            kind: None,
             retry_after_secs: None,
         }
+    }
+
+    /// Adds a machine-readable `kind` that refines `code` (the type of a plugin failure).
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -121,6 +131,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: &self.message,
             field: self.field.as_deref(),
+            kind: self.kind,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {

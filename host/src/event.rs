@@ -94,8 +94,14 @@ impl Event {
     /// The event as one element of a pull answer's `events` array: the seed's five fields, then
     /// `payload` and `changed_fields` when the event has them.
     pub fn to_wire_json(&self) -> String {
+        self.wire_json_with(self.payload.as_deref(), None)
+    }
+
+    /// The wire form with another payload, and a `data` object (both JSON objects, checked by
+    /// the caller): how a plugin's shaped event reaches the client.
+    pub fn wire_json_with(&self, payload: Option<&str>, data: Option<&str>) -> String {
         let mut out = String::with_capacity(
-            96 + self.model.len() + self.payload.as_deref().map_or(0, str::len),
+            96 + self.model.len() + payload.map_or(0, str::len) + data.map_or(0, str::len),
         );
         out.push_str("{\"id\":");
         let _ = write!(out, "{}", self.id);
@@ -107,8 +113,8 @@ impl Event {
         out.push_str(self.kind.as_str());
         out.push_str("\",\"timestamp\":");
         push_json_str(&mut out, &self.timestamp);
-        if let Some(payload) = &self.payload {
-            // Stored payloads are validated JSON objects, so they are spliced in as they are.
+        if let Some(payload) = payload {
+            // Payloads are validated JSON objects, so they are spliced in as they are.
             out.push_str(",\"payload\":");
             out.push_str(payload);
         }
@@ -121,6 +127,10 @@ impl Event {
                 push_json_str(&mut out, field);
             }
             out.push(']');
+        }
+        if let Some(data) = data {
+            out.push_str(",\"data\":");
+            out.push_str(data);
         }
         out.push('}');
         out

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, the layers around them, and request parsing shared by handlers.
 
+mod admin;
 mod health;
 mod ingest;
 mod sync;
@@ -39,6 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(sync::router())
         .merge(ingest::router())
         .merge(health::router())
+        .merge(admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(server.max_body_bytes))

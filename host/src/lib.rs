@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod log;
+pub mod plugin;
 pub mod positions;
 pub mod secrets;
 pub mod server;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use smartsync::Config;
 use smartsync::config::{EXAMPLE, LogFormat};
+use smartsync::plugin::tools;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -34,6 +35,30 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin, print its manifest, and call it once on sample events.
+    Check {
+        /// The plugin's .wasm (a component built for wasm32-wasip2).
+        wasm: PathBuf,
+    },
+    /// Call a plugin on events from a file and print what a device would receive.
+    Run {
+        wasm: PathBuf,
+        /// A JSON array of events: {"id", "model", "record_id", "event", "timestamp"?, "payload"?, "changed_fields"?}.
+        #[arg(long)]
+        events: PathBuf,
+        /// A JSON object: {"user_id", "device_id"?, "app_type"?, "company_ids"?, "lang"?, "tz"?, "config"?}.
+        #[arg(long)]
+        context: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,6 +77,9 @@ fn main() -> ExitCode {
     {
         print!("{EXAMPLE}");
         return ExitCode::SUCCESS;
+    }
+    if let Command::Plugin { command } = cli.command {
+        return plugin_command(command);
     }
     let config = match load_config(cli.config.as_deref()) {
         Ok(config) => config,
@@ -81,6 +109,7 @@ fn main() -> ExitCode {
                 println!("database is up to date ({head} events so far)");
                 Ok(())
             }
+            Command::Plugin { .. } => Ok(()),
             Command::Config { .. } => {
                 let mut shown = config;
                 for secret in [
@@ -129,8 +158,72 @@ fn init_logging(config: &Config) {
     }
 }
 
+fn plugin_command(command: PluginCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("smartsync: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            PluginCommand::Check { wasm } => {
+                let plugin = tools::load(&wasm, &Default::default())?;
+                println!("{}", serde_json::to_string_pretty(&plugin.manifest)?);
+                let (sent, kept) = tools::check(&plugin).await?;
+                println!(
+                    "ok: {} (version {}) shaped {sent} sample events into {kept}",
+                    plugin.label, plugin.manifest.version
+                );
+                Ok(())
+            }
+            PluginCommand::Run {
+                wasm,
+                events,
+                context,
+            } => {
+                let read = |path: &PathBuf| {
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+                };
+                let given: Vec<tools::GivenEvent> = serde_json::from_str(&read(&events)?)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", events.display()))?;
+                let ctx: tools::GivenContext = serde_json::from_str(&read(&context)?)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", context.display()))?;
+                let plugin = tools::load(&wasm, &ctx.config)?;
+                let events = tools::logged(given)?;
+                let out = tools::run(&plugin, &ctx, &events).await?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let e: anyhow::Error = e;
+            eprintln!("smartsync plugin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = smartsync::start(config).await?;
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let plugins = server.app().plugins.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading plugins.toml");
+                let _ = plugins.reload().await;
+            }
+        });
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await

@@ -29,6 +29,8 @@ pub struct DeviceState {
     pub sync_count: i64,
     pub first_sync_time: String,
     pub last_sync_time: String,
+    /// The version of the plugin that shaped the last pull (0: no plugin).
+    pub feed_epoch: u64,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<DeviceState>>>;

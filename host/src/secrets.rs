@@ -14,12 +14,14 @@ use crate::store::sqlite_path;
 struct SecretsFile {
     token_secret: Option<String>,
     ingest_token: Option<String>,
+    admin_token: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct Secrets {
     pub token_secret: String,
     pub ingest_token: String,
+    pub admin_token: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -28,16 +30,21 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-/// Where generated secrets are kept for this config.
-pub fn secrets_path(config: &Config) -> PathBuf {
-    if let Some(file) = &config.secrets.file {
-        return file.clone();
-    }
+/// The directory of the SQLite file: where generated files live by default.
+pub fn data_dir(config: &Config) -> PathBuf {
     let db = sqlite_path(&config.database.url).unwrap_or("data/smartsync.db");
     Path::new(db)
         .parent()
         .unwrap_or(Path::new("."))
-        .join("secrets.toml")
+        .to_path_buf()
+}
+
+/// Where generated secrets are kept for this config.
+pub fn secrets_path(config: &Config) -> PathBuf {
+    match &config.secrets.file {
+        Some(file) => file.clone(),
+        None => data_dir(config).join("secrets.toml"),
+    }
 }
 
 fn generate() -> String {
@@ -48,12 +55,16 @@ fn generate() -> String {
 
 /// The secrets to run with, generating and saving the ones the config does not set.
 pub fn resolve(config: &Config) -> Result<Secrets, String> {
-    if let (Some(token_secret), Some(ingest_token)) =
-        (&config.secrets.token_secret, &config.secrets.ingest_token)
-    {
+    let configured = &config.secrets;
+    if let (Some(token_secret), Some(ingest_token), Some(admin_token)) = (
+        &configured.token_secret,
+        &configured.ingest_token,
+        &configured.admin_token,
+    ) {
         return Ok(Secrets {
             token_secret: token_secret.clone(),
             ingest_token: ingest_token.clone(),
+            admin_token: admin_token.clone(),
         });
     }
     let path = secrets_path(config);
@@ -63,7 +74,11 @@ pub fn resolve(config: &Config) -> Result<Secrets, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     let mut changed = false;
-    for slot in [&mut file.token_secret, &mut file.ingest_token] {
+    for slot in [
+        &mut file.token_secret,
+        &mut file.ingest_token,
+        &mut file.admin_token,
+    ] {
         if slot.is_none() {
             *slot = Some(generate());
             changed = true;
@@ -73,19 +88,13 @@ pub fn resolve(config: &Config) -> Result<Secrets, String> {
         write_private(&path, &file)?;
         tracing::info!(path = %path.display(), "generated secrets");
     }
+    let pick = |configured: &Option<String>, generated: Option<String>| {
+        configured.clone().or(generated).unwrap_or_default()
+    };
     Ok(Secrets {
-        token_secret: config
-            .secrets
-            .token_secret
-            .clone()
-            .or(file.token_secret)
-            .unwrap_or_default(),
-        ingest_token: config
-            .secrets
-            .ingest_token
-            .clone()
-            .or(file.ingest_token)
-            .unwrap_or_default(),
+        token_secret: pick(&configured.token_secret, file.token_secret),
+        ingest_token: pick(&configured.ingest_token, file.ingest_token),
+        admin_token: pick(&configured.admin_token, file.admin_token),
     })
 }
 

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::identity::Authenticator;
 use crate::log::{EventLog, TailLimits};
+use crate::plugin::{PluginEngine, Reloader};
 use crate::{http, secrets, store};
 
 /// A running server. Dropping it does not stop it: call [`Server::shutdown`].
@@ -50,8 +51,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         config.ingest.group_commit_max_events,
     )
     .await?;
+    let plugins = Arc::new(open_plugins(&config)?);
     let flush_every = Duration::from_millis(config.sync.position_flush_ms.max(1));
-    let app = Arc::new(App::new(config, store, log, auth, secrets));
+    let watch_every = config
+        .plugins
+        .watch
+        .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
+    let app = Arc::new(App::new(config, store, log, auth, secrets, plugins));
     let addr = listener.local_addr()?;
 
     let (stop, stopped) = watch::channel(false);
@@ -64,6 +70,9 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
             })
             .await
     });
+    if let Some(every) = watch_every {
+        tokio::spawn(app.plugins.clone().watch(every, stopped.clone()));
+    }
     let flush_task = tokio::spawn(flush_positions(app.clone(), flush_every, stopped));
     tracing::info!(%addr, head = app.log.head(), "smartsync listening");
     Ok(Server {
@@ -73,6 +82,17 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         serve_task,
         flush_task,
     })
+}
+
+/// The plugin engine (with its compile cache) and the plugins of plugins.toml.
+pub fn open_plugins(config: &Config) -> anyhow::Result<Reloader> {
+    let cache_dir = config
+        .plugins
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| secrets::data_dir(config).join("plugin-cache"));
+    let engine = PluginEngine::new(Some(&cache_dir))?;
+    Reloader::open(engine, config.plugins.file.clone()).map_err(anyhow::Error::msg)
 }
 
 async fn flush_positions(app: Arc<App>, every: Duration, mut stopped: watch::Receiver<bool>) {

@@ -13,6 +13,8 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::event::{LoggedEvent, now_rfc3339};
 use crate::identity::Identity;
+use crate::log::ModelFilter;
+use crate::plugin::{ActivePlugin, AppFeed, CallContext, OnUpgrade, PluginFailure};
 use crate::positions::{DeviceKey, DeviceState};
 use crate::token::Cursor;
 
@@ -38,18 +40,37 @@ pub enum ResetReason {
     /// The device's position lies beyond the log's newest event: the log it was reading is not
     /// this one (the database was replaced).
     CursorAhead,
+    /// The app_type's plugin changed since the device last pulled, and the plugin is set to
+    /// `on_upgrade = "reset"`: the old version may have left out records the new one sends.
+    PluginChanged,
 }
 
 impl ResetReason {
     pub fn as_str(self) -> &'static str {
         match self {
             ResetReason::CursorAhead => "cursor_ahead",
+            ResetReason::PluginChanged => "plugin_changed",
+        }
+    }
+}
+
+/// One event of an answer: as the log rendered it, or as a plugin shaped it.
+pub enum WireEvent {
+    Logged(Arc<LoggedEvent>),
+    Shaped(String),
+}
+
+impl WireEvent {
+    pub fn as_str(&self) -> &str {
+        match self {
+            WireEvent::Logged(e) => &e.wire,
+            WireEvent::Shaped(s) => s,
         }
     }
 }
 
 pub struct PullAnswer {
-    pub events: Vec<Arc<LoggedEvent>>,
+    pub events: Vec<WireEvent>,
     pub next_sync_token: String,
     pub has_more: bool,
     pub reset: Option<ResetReason>,
@@ -58,7 +79,7 @@ pub struct PullAnswer {
 impl PullAnswer {
     /// The 200 body: the seed's fields first, then the additive ones.
     pub fn to_json(&self) -> String {
-        let events_len: usize = self.events.iter().map(|e| e.wire.len() + 1).sum();
+        let events_len: usize = self.events.iter().map(|e| e.as_str().len() + 1).sum();
         let mut out = String::with_capacity(160 + events_len + self.next_sync_token.len());
         let _ = write!(
             out,
@@ -70,7 +91,7 @@ impl PullAnswer {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&event.wire);
+            out.push_str(event.as_str());
         }
         // Tokens are base64url: nothing in them needs escaping.
         let _ = write!(
@@ -121,6 +142,13 @@ fn check_user(identity: &Identity, user_id: i64) -> ApiResult<()> {
     Ok(())
 }
 
+/// A page of a feed: what to send, and where it leaves the device.
+struct Page {
+    events: Vec<WireEvent>,
+    scanned_to: i64,
+    has_more: bool,
+}
+
 pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiResult<PullAnswer> {
     check_user(identity, request.user_id)?;
     check_device_id(&request.device_id)?;
@@ -141,57 +169,179 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
     };
 
     let device = app.positions.lock(key).await.map_err(ApiError::internal)?;
-    let start = match &request.sync_token {
+    // Where the device is, and the version of the feed that put it there.
+    let known = match &request.sync_token {
         Some(token) => {
-            app.tokens
+            let cursor = app
+                .tokens
                 .verify(device.key(), token)
-                .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))?
-                .position
+                .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))?;
+            Some((cursor.position, cursor.epoch))
         }
-        None => device.state().map_or(0, |s| s.position),
+        None => device.state().map(|s| (s.position, s.feed_epoch)),
+    };
+    let (start, start_epoch) = known.unwrap_or((0, 0));
+    let feed_epoch = match &feed {
+        AppFeed::Plugin(active) => active.plugin.epoch,
+        AppFeed::Models(_) => 0,
     };
 
     let head = app.log.head();
-    let (events, scanned_to, has_more, reset) = if start > head {
-        (Vec::new(), head, false, Some(ResetReason::CursorAhead))
+    let reset = if start > head {
+        Some(ResetReason::CursorAhead)
+    } else if let AppFeed::Plugin(active) = &feed
+        && active.on_upgrade == OnUpgrade::Reset
+        && known.is_some()
+        && start_epoch != feed_epoch
+    {
+        Some(ResetReason::PluginChanged)
     } else {
-        let scan = app
-            .log
-            .scan(start, Some(feed.models.as_slice()), limit, sync.scan_window)
-            .await
-            .map_err(ApiError::internal)?;
-        (scan.events, scan.scanned_to, scan.has_more, None)
+        None
+    };
+    let page = match (reset, &feed) {
+        (Some(_), _) => Page {
+            events: Vec::new(),
+            scanned_to: head,
+            has_more: false,
+        },
+        (None, AppFeed::Models(models)) => {
+            let scan = app
+                .log
+                .scan(
+                    start,
+                    Some(models.models.as_slice()),
+                    limit,
+                    sync.scan_window,
+                )
+                .await
+                .map_err(ApiError::internal)?;
+            Page {
+                events: scan.events.into_iter().map(WireEvent::Logged).collect(),
+                scanned_to: scan.scanned_to,
+                has_more: scan.has_more,
+            }
+        }
+        (None, AppFeed::Plugin(active)) => {
+            let ctx = CallContext {
+                user_id: identity.uid,
+                device_id: device.key().device_id.clone(),
+                app_type: device.key().app_type.clone(),
+                company_ids: identity.company_ids.clone(),
+                lang: identity.lang.clone(),
+                tz: identity.tz.clone(),
+            };
+            plugin_page(app, active, &ctx, start, limit).await?
+        }
     };
 
     let next_sync_token = app.tokens.issue(
         device.key(),
         Cursor {
-            position: scanned_to,
-            epoch: 0,
+            position: page.scanned_to,
+            epoch: feed_epoch,
         },
     );
     let now = now_rfc3339();
-    let state = match device.state() {
-        Some(old) => DeviceState {
-            position: scanned_to,
-            sync_count: old.sync_count + 1,
-            first_sync_time: old.first_sync_time.clone(),
-            last_sync_time: now,
-        },
-        None => DeviceState {
-            position: scanned_to,
-            sync_count: 1,
-            first_sync_time: now.clone(),
-            last_sync_time: now,
-        },
+    let (sync_count, first_sync_time) = match device.state() {
+        Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
+        None => (1, now.clone()),
     };
-    device.commit(state);
+    device.commit(DeviceState {
+        position: page.scanned_to,
+        sync_count,
+        first_sync_time,
+        last_sync_time: now,
+        feed_epoch,
+    });
     Ok(PullAnswer {
-        events,
+        events: page.events,
         next_sync_token,
-        has_more,
+        has_more: page.has_more,
         reset,
     })
+}
+
+/// The smallest chunk read for a plugin call: fewer calls when the plugin drops most events.
+const MIN_PLUGIN_CHUNK: usize = 64;
+
+fn plugin_failed(failure: PluginFailure) -> ApiError {
+    ApiError::unavailable("plugin_failed", failure.to_string(), 5).with_kind(failure.kind.as_str())
+}
+
+/// Fills a page through the plugin: reads past `start` in chunks (only the models the plugin
+/// asked for), has the plugin shape each chunk, and stops at `limit` shaped events, the end of
+/// the log, or the scan budget. The page ends past every event read, including those the plugin
+/// dropped; when the plugin kept more than fit, it ends at the last one sent.
+async fn plugin_page(
+    app: &App,
+    active: &ActivePlugin,
+    ctx: &CallContext,
+    start: i64,
+    limit: usize,
+) -> ApiResult<Page> {
+    let plugin = &active.plugin;
+    let models: ModelFilter<'_> = if plugin.manifest.models.is_empty() {
+        None
+    } else {
+        Some(plugin.manifest.models.as_slice())
+    };
+    let budget = usize::try_from(app.config.sync.scan_window).unwrap_or(usize::MAX);
+    let mut page = Page {
+        events: Vec::with_capacity(limit.min(256)),
+        scanned_to: start,
+        has_more: false,
+    };
+    let mut scanned = 0usize;
+    loop {
+        let want = limit - page.events.len();
+        let chunk = app
+            .log
+            .scan(
+                page.scanned_to,
+                models,
+                want.max(MIN_PLUGIN_CHUNK),
+                app.config.sync.scan_window,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        if chunk.events.is_empty() {
+            page.scanned_to = chunk.scanned_to;
+            page.has_more = chunk.has_more;
+            return Ok(page);
+        }
+        scanned += chunk.events.len();
+        let shaped = plugin
+            .shape(ctx, &chunk.events)
+            .await
+            .map_err(plugin_failed)?;
+        let fits = shaped.len() <= want;
+        let mut inputs = chunk.events.iter();
+        for out in shaped.into_iter().take(want) {
+            // The plugin's answer was checked: ids come from the input, in order.
+            let Some(source) = inputs.find(|e| e.event.id == out.id) else {
+                return Err(ApiError::internal("shaped event missing from its input"));
+            };
+            page.scanned_to = source.event.id;
+            page.events.push(WireEvent::Shaped(
+                source
+                    .event
+                    .wire_json_with(out.payload.as_deref(), out.data.as_deref()),
+            ));
+        }
+        if !fits {
+            page.has_more = true;
+            return Ok(page);
+        }
+        page.scanned_to = chunk.scanned_to;
+        if page.events.len() >= limit || !chunk.has_more {
+            page.has_more = chunk.has_more;
+            return Ok(page);
+        }
+        if scanned >= budget {
+            page.has_more = true;
+            return Ok(page);
+        }
+    }
 }
 
 pub async fn state(
@@ -208,7 +358,7 @@ pub async fn state(
             app.feed(&app_type)?;
             vec![app_type]
         }
-        None => app.config.app_types.keys().cloned().collect(),
+        None => app.app_types(),
     };
     // Without an app_type, the one this device synced most recently.
     let mut found: Option<(String, DeviceState)> = None;
@@ -232,10 +382,19 @@ pub async fn state(
             format!("device {device_id:?} of user {user_id} has never pulled"),
         )
     })?;
-    let feed = app.feed(&app_type)?;
+    // Events the app_type's feed reads after the position (before a plugin's own filtering).
+    let pending_events = match app.feed(&app_type) {
+        Ok(AppFeed::Models(feed)) => Some(feed.models.clone()),
+        Ok(AppFeed::Plugin(active)) => {
+            let models = &active.plugin.manifest.models;
+            (!models.is_empty()).then(|| models.clone())
+        }
+        // Switched off since: what waits is what the log holds.
+        Err(_) => None,
+    };
     let pending_events = app
         .log
-        .count_after(state.position, Some(feed.models.as_slice()))
+        .count_after(state.position, pending_events.as_deref())
         .await
         .map_err(ApiError::internal)?;
     Ok(StateAnswer {

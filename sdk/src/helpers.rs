@@ -36,7 +36,9 @@ pub struct Payload(pub Map<String, Value>);
 impl Payload {
     /// A field's value; Odoo sends `false` for empty fields, which reads as `None` here.
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !matches!(v, Value::Bool(false) | Value::Null))
+        self.0
+            .get(field)
+            .filter(|v| !matches!(v, Value::Bool(false) | Value::Null))
     }
 
     /// An integer field, such as a many2one id (`"user_id": 5`).

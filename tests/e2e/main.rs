@@ -5,6 +5,7 @@ mod durability;
 mod http_surface;
 mod ingest;
 mod odoo_auth;
+mod plugins;
 mod pull;
 mod seed_clients;
 mod seed_python;

@@ -31,7 +31,46 @@ pub struct TestServer {
     pub client: reqwest::Client,
 }
 
-/// A config for tests: static sessions, fixed secrets, a SQLite file in `dir`.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The target directory this test binary was built in (`target/<profile>`'s parent).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash>
+    exe.ancestors()
+        .nth(3)
+        .expect("target directory")
+        .to_path_buf()
+}
+
+/// A plugin built for wasm32-wasip2 from this workspace (`scripts/test` builds them first).
+pub fn plugin_wasm(lib_name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{lib_name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with `cargo build --release --target wasm32-wasip2 --workspace --exclude smartsync-host --exclude smartsync-tests` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// plugins.toml enabling the three bundled plugins, as the repository's own file does.
+pub fn bundled_plugins_toml() -> String {
+    ["sales_app", "delivery_app", "manager_app"]
+        .iter()
+        .map(|app| {
+            format!(
+                "[plugins.{app}]\napp_type = \"{app}\"\nwasm = {:?}\n\n",
+                plugin_wasm(app).display().to_string()
+            )
+        })
+        .collect()
+}
+
+/// A config for tests: static sessions, fixed secrets, a SQLite file in `dir`, and the bundled
+/// plugins (compiled plugins are cached in the target directory, shared by all tests).
 pub fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::embedded();
     config.server.listen = "127.0.0.1:0".into();
@@ -39,6 +78,12 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.database.synchronous = "normal".into();
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
     config.secrets.token_secret = Some(TOKEN_SECRET.into());
+    config.secrets.admin_token = Some(ADMIN_TOKEN.into());
+    let plugins = dir.path().join("plugins.toml");
+    std::fs::write(&plugins, bundled_plugins_toml()).expect("write plugins.toml");
+    config.plugins.file = plugins;
+    config.plugins.cache_dir = Some(target_dir().join("test-plugin-cache"));
+    config.plugins.watch_interval_ms = 100;
     config.sync.position_flush_ms = 50;
     config.auth.sessions = [2, 5, 42]
         .into_iter()
@@ -85,6 +130,24 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
+    }
+
+    /// The plugins.toml this server reads.
+    pub fn plugins_file(&self) -> PathBuf {
+        self.config.plugins.file.clone()
+    }
+
+    /// `GET /api/v2/admin/plugins`.
+    pub async fn admin_plugins(&self) -> Value {
+        let response = self
+            .client
+            .get(self.url("/api/v2/admin/plugins"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("admin answer is JSON")
     }
 
     /// Graceful shutdown, then a fresh start on the same database (on a new port).

@@ -249,7 +249,7 @@ impl EventStore for SqliteStore {
 
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError> {
         let row = sqlx::query(
-            "SELECT position, sync_count, first_sync_time, last_sync_time FROM devices \
+            "SELECT position, sync_count, first_sync_time, last_sync_time, feed_epoch FROM devices \
              WHERE user_id = ? AND device_id = ? AND app_type = ?",
         )
         .bind(key.user_id)
@@ -263,6 +263,8 @@ impl EventStore for SqliteStore {
                 sync_count: row.try_get("sync_count")?,
                 first_sync_time: row.try_get("first_sync_time")?,
                 last_sync_time: row.try_get("last_sync_time")?,
+                // Stored as the same 64 bits in a signed column.
+                feed_epoch: row.try_get::<i64, _>("feed_epoch")? as u64,
             })
         })
         .transpose()
@@ -273,7 +275,7 @@ impl EventStore for SqliteStore {
         for chunk in devices.chunks(ROWS_PER_INSERT) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO devices (user_id, device_id, app_type, position, sync_count, \
-                 first_sync_time, last_sync_time) ",
+                 first_sync_time, last_sync_time, feed_epoch) ",
             );
             query.push_values(chunk, |mut row, (key, state)| {
                 row.push_bind(key.user_id)
@@ -282,12 +284,13 @@ impl EventStore for SqliteStore {
                     .push_bind(state.position)
                     .push_bind(state.sync_count)
                     .push_bind(state.first_sync_time.as_str())
-                    .push_bind(state.last_sync_time.as_str());
+                    .push_bind(state.last_sync_time.as_str())
+                    .push_bind(state.feed_epoch as i64);
             });
             query.push(
                 " ON CONFLICT (user_id, device_id, app_type) DO UPDATE SET \
                  position = excluded.position, sync_count = excluded.sync_count, \
-                 last_sync_time = excluded.last_sync_time",
+                 last_sync_time = excluded.last_sync_time, feed_epoch = excluded.feed_epoch",
             );
             query.build().execute(&mut *tx).await?;
         }

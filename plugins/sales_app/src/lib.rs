@@ -1,16 +1,107 @@
-//! The sales app's feed: orders, customers and products.
+//! The sales app's feed (`app_type = "sales_app"`): orders, customers and products.
+//!
+//! The seed's Flutter sales app handles `sale.order` create, write and unlink, and `res.partner`
+//! and `product.template` create and write. It has nothing to do with a deleted customer or
+//! product, so those unlinks are dropped here.
+//!
+//! Config (the `[plugins.<name>.config]` table in plugins.toml), every key optional:
+//!
+//! ```toml
+//! only_own_orders = true             # each salesperson receives only their own orders
+//! fields = ["name", "state", "amount_total", "partner_id", "user_id"]  # trim payloads
+//! ```
+
+use serde::Deserialize;
 use smartsync_sdk::prelude::*;
 
+const ORDER: &str = "sale.order";
+const CUSTOMER: &str = "res.partner";
+const PRODUCT: &str = "product.template";
+
+/// The plugin's config table. An empty table keeps the seed's behaviour: every order event,
+/// customer and product creates and writes, whole payloads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Send each salesperson only their own orders (default `false`).
+    ///
+    /// A `sale.order` event is kept when its payload's `user_id` (the salesperson) is the pulling
+    /// user. An order event whose payload is missing, or names no salesperson, is kept only when
+    /// it is an unlink: Odoo often sends a deletion without the record's values, and a deletion
+    /// must still reach the devices that may hold the order, while a create or write that cannot
+    /// be attributed is not sent to everyone. An unlink whose payload names another salesperson
+    /// is dropped like any other of their events. Customers and products are not filtered.
+    pub only_own_orders: bool,
+
+    /// Trim every payload to these fields (default: none, the whole payload is sent).
+    ///
+    /// `id` is always kept. An event without a payload stays without one; a payload that is not
+    /// a JSON object cannot be trimmed and is left out rather than sent whole.
+    pub fields: Option<Vec<String>>,
+}
+
+/// The sales app's plugin.
 pub struct SalesApp;
 
 impl Plugin for SalesApp {
     fn describe() -> Manifest {
-        Manifest::new("sales_app", "0.1.0").with_models(&["sale.order", "res.partner", "product.template"])
+        Manifest::new("sales_app", env!("CARGO_PKG_VERSION"))
+            .with_models(&[ORDER, CUSTOMER, PRODUCT])
+            .with_payloads()
     }
 
-    fn shape(_ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-        Ok(events.into_iter().map(ShapedEvent::keep).collect())
+    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
+        let config: Config = parse_config(&ctx)?;
+        let fields = config.fields.map(|mut fields| {
+            if !fields.iter().any(|f| f == "id") {
+                fields.push("id".to_string());
+            }
+            fields
+        });
+
+        let mut shaped = Vec::with_capacity(events.len());
+        for event in events {
+            let is_order = event.model == ORDER;
+            let filters_owner = config.only_own_orders && is_order;
+            let payload = if filters_owner || fields.is_some() {
+                event.payload()
+            } else {
+                None
+            };
+
+            let wanted = match event.model.as_str() {
+                ORDER => !filters_owner || is_own_order(&event, payload.as_ref(), ctx.user_id),
+                CUSTOMER | PRODUCT => event.kind != EventKind::Unlink,
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
+
+            shaped.push(match (&fields, payload) {
+                (None, _) => ShapedEvent::keep(event),
+                (Some(fields), Some(mut payload)) => {
+                    payload.retain(fields);
+                    ShapedEvent::keep(event).with_payload(Some(&payload))
+                }
+                (Some(_), None) => ShapedEvent::keep(event).with_payload(None),
+            });
+        }
+        Ok(shaped)
+    }
+}
+
+/// Whether the order event belongs in `user_id`'s feed under `only_own_orders`.
+fn is_own_order(event: &Event, payload: Option<&Payload>, user_id: i64) -> bool {
+    match payload.and_then(|p| p.id("user_id")) {
+        Some(salesperson) => salesperson == user_id,
+        None => event.kind == EventKind::Unlink,
     }
 }
 
 smartsync_sdk::export_plugin!(SalesApp);
+
+// A failed unwrap in a test is a failed test.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,113 @@
+//! The admin API: `GET /api/v2/admin/plugins` (what runs, and how it fares) and
+//! `POST /api/v2/admin/plugins/reload`. Bearer admin token.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::error::{ApiError, ApiResult};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v2/admin/plugins", get(list))
+        .route("/api/v2/admin/plugins/reload", post(reload))
+}
+
+fn check_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if bool::from(token.as_bytes().ct_eq(app.secrets.admin_token.as_bytes())) => {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::unauthorized(
+            "invalid_token",
+            "the admin token is wrong",
+        )),
+        None => Err(ApiError::unauthorized(
+            "missing_token",
+            "the admin token is missing",
+        )),
+    }
+}
+
+async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    check_admin(&app, &headers)?;
+    Ok(Json(status(&app)))
+}
+
+async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    check_admin(&app, &headers)?;
+    match app.plugins.reload().await {
+        Ok(()) => Ok(Json(status(&app))),
+        Err(e) => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "reload_failed",
+            format!("{e}; the running plugins stay"),
+        )),
+    }
+}
+
+/// Every entry of plugins.toml with its state: `ok`, `quarantined`, `disabled`, or
+/// `load_failed` when the last reload could not load it (the previous version keeps running).
+fn status(app: &App) -> Value {
+    let set = app.plugins.current();
+    let last_error = app.plugins.last_error();
+    let plugins: Vec<Value> = set
+        .entries
+        .iter()
+        .map(|(name, entry)| {
+            let active = set.active.get(&entry.app_type).filter(|a| a.entry == *name);
+            match active {
+                Some(active) => {
+                    let plugin = &active.plugin;
+                    let health = plugin.health.view();
+                    let failed_reload = last_error
+                        .as_deref()
+                        .filter(|e| e.contains(&format!("`plugins.{name}`")));
+                    let state = if failed_reload.is_some() {
+                        "load_failed"
+                    } else if health.quarantined {
+                        "quarantined"
+                    } else {
+                        "ok"
+                    };
+                    json!({
+                        "name": name,
+                        "app_type": entry.app_type,
+                        "enabled": true,
+                        "version_hash": plugin.version_hash,
+                        "manifest": plugin.manifest,
+                        "on_upgrade": active.on_upgrade,
+                        "state": state,
+                        "last_error": failed_reload
+                            .map(str::to_string)
+                            .or_else(|| health.last_error.map(|e| e.to_string())),
+                        "counters": health.counters,
+                    })
+                }
+                None => json!({
+                    "name": name,
+                    "app_type": entry.app_type,
+                    "enabled": entry.enabled,
+                    "state": if entry.enabled { "load_failed" } else { "disabled" },
+                    "last_error": last_error,
+                }),
+            }
+        })
+        .collect();
+    json!({
+        "file": app.plugins.path().display().to_string(),
+        "last_reload_error": last_error,
+        "plugins": plugins,
+    })
+}

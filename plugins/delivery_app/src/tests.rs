@@ -1,0 +1,227 @@
+use smartsync_sdk::prelude::*;
+use smartsync_sdk::serde_json;
+use smartsync_sdk::testing::{context, event, with_config, with_payload};
+
+use crate::{Config, DeliveryApp, delivery_status};
+
+const ME: i64 = 42;
+const OTHER: i64 = 7;
+
+/// A picking event with the fields `record.read(fields, load=None)` returns.
+fn picking(id: i64, kind: EventKind, code: &str, user: Value, state: &str) -> Event {
+    with_payload(
+        event(id, "stock.picking", 200 + id, kind),
+        json!({"id": 200 + id, "name": format!("WH/OUT/{id:05}"), "picking_type_code": code,
+               "user_id": user, "x_driver_id": false, "state": state,
+               "scheduled_date": "2024-01-15 10:30:00", "partner_id": 3, "company_id": 1}),
+    )
+}
+
+fn shape(config: Value, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
+    DeliveryApp::shape(with_config(context(ME), config), events)
+}
+
+fn ids(shaped: &[ShapedEvent]) -> Vec<i64> {
+    shaped.iter().map(|e| e.id).collect()
+}
+
+fn data(shaped: &ShapedEvent) -> Option<Value> {
+    shaped
+        .data
+        .as_deref()
+        .map(|d| serde_json::from_str(d).unwrap())
+}
+
+#[test]
+fn manifest_asks_for_pickings_with_payloads() {
+    let manifest = DeliveryApp::describe();
+    assert_eq!(manifest.name, "delivery_app");
+    assert_eq!(manifest.models, ["stock.picking"]);
+    assert!(manifest.needs_payload);
+}
+
+#[test]
+fn an_empty_config_is_the_default() {
+    let config: Config = parse_config(&context(ME)).unwrap();
+    assert_eq!(config, Config::default());
+    assert!(!config.only_outgoing);
+    assert!(!config.only_assigned_to_me);
+    assert_eq!(config.assignee_field, "user_id");
+}
+
+#[test]
+fn by_default_every_picking_is_kept_with_its_payload_and_other_models_are_dropped() {
+    let events = vec![
+        picking(1, EventKind::Create, "incoming", json!(OTHER), "draft"),
+        picking(2, EventKind::Write, "outgoing", json!(false), "assigned"),
+        event(3, "stock.picking", 9, EventKind::Unlink),
+        event(4, "sale.order", 9, EventKind::Create),
+        event(5, "stock.picking", 10, EventKind::Write),
+    ];
+    let shaped = shape(json!({}), events.clone()).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3, 5]);
+    assert_eq!(shaped[0].payload, events[0].payload);
+    assert_eq!(shaped[1].payload, events[1].payload);
+    assert_eq!(shaped[2].payload, None);
+}
+
+#[test]
+fn the_state_becomes_a_delivery_status() {
+    let states = [
+        "assigned",
+        "done",
+        "cancel",
+        "draft",
+        "waiting",
+        "confirmed",
+    ];
+    let events = (0..states.len())
+        .map(|i| {
+            picking(
+                i as i64 + 1,
+                EventKind::Write,
+                "outgoing",
+                json!(ME),
+                states[i],
+            )
+        })
+        .collect();
+    let shaped = shape(json!({}), events).unwrap();
+    let statuses: Vec<Value> = shaped.iter().map(|e| data(e).unwrap()).collect();
+    assert_eq!(
+        statuses,
+        [
+            json!({"status": "ready"}),
+            json!({"status": "delivered"}),
+            json!({"status": "cancelled"}),
+            json!({"status": "draft"}),
+            json!({"status": "waiting"}),
+            json!({"status": "confirmed"}),
+        ]
+    );
+    assert_eq!(delivery_status("assigned"), "ready");
+}
+
+#[test]
+fn no_state_means_no_data() {
+    let events = vec![
+        event(1, "stock.picking", 9, EventKind::Unlink),
+        with_payload(
+            event(2, "stock.picking", 9, EventKind::Write),
+            json!({"id": 9, "state": false}),
+        ),
+        with_payload(
+            event(3, "stock.picking", 9, EventKind::Write),
+            json!({"id": 9}),
+        ),
+    ];
+    let shaped = shape(json!({}), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3]);
+    assert!(shaped.iter().all(|e| e.data.is_none()));
+}
+
+#[test]
+fn an_unlink_with_a_state_gets_a_status_too() {
+    let events = vec![picking(
+        1,
+        EventKind::Unlink,
+        "outgoing",
+        json!(ME),
+        "cancel",
+    )];
+    let shaped = shape(json!({}), events).unwrap();
+    assert_eq!(data(&shaped[0]), Some(json!({"status": "cancelled"})));
+}
+
+#[test]
+fn only_outgoing_keeps_outgoing_pickings_and_every_unlink() {
+    let events = vec![
+        picking(1, EventKind::Create, "outgoing", json!(ME), "draft"),
+        picking(2, EventKind::Create, "incoming", json!(ME), "draft"),
+        picking(3, EventKind::Write, "internal", json!(ME), "assigned"),
+        picking(4, EventKind::Write, "outgoing", json!(OTHER), "assigned"),
+        with_payload(
+            event(5, "stock.picking", 9, EventKind::Write),
+            json!({"id": 9, "picking_type_code": false}),
+        ),
+        event(6, "stock.picking", 9, EventKind::Write),
+        event(7, "stock.picking", 9, EventKind::Unlink),
+        picking(8, EventKind::Unlink, "incoming", json!(OTHER), "cancel"),
+    ];
+    let shaped = shape(json!({"only_outgoing": true}), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 4, 7, 8]);
+}
+
+#[test]
+fn only_assigned_to_me_keeps_the_users_pickings_and_every_unlink() {
+    let events = vec![
+        picking(1, EventKind::Create, "outgoing", json!(ME), "draft"),
+        picking(2, EventKind::Write, "outgoing", json!(OTHER), "assigned"),
+        picking(
+            3,
+            EventKind::Write,
+            "incoming",
+            json!([ME, "Driver"]),
+            "assigned",
+        ),
+        picking(4, EventKind::Write, "outgoing", json!(false), "assigned"),
+        event(5, "stock.picking", 9, EventKind::Write),
+        event(6, "stock.picking", 9, EventKind::Unlink),
+        picking(7, EventKind::Unlink, "outgoing", json!(OTHER), "cancel"),
+    ];
+    let shaped = shape(json!({"only_assigned_to_me": true}), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 3, 6, 7]);
+}
+
+#[test]
+fn assignee_field_names_the_driver_field() {
+    let driver = |id: i64, driver: Value| {
+        with_payload(
+            event(id, "stock.picking", 9, EventKind::Write),
+            json!({"id": 9, "user_id": ME, "x_driver_id": driver, "state": "assigned"}),
+        )
+    };
+    let events = vec![
+        driver(1, json!(ME)),
+        driver(2, json!(OTHER)),
+        driver(3, json!(false)),
+    ];
+    let config = json!({"only_assigned_to_me": true, "assignee_field": "x_driver_id"});
+    let shaped = shape(config, events.clone()).unwrap();
+    assert_eq!(ids(&shaped), [1]);
+    // Without only_assigned_to_me the field changes nothing.
+    let shaped = shape(json!({"assignee_field": "x_driver_id"}), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3]);
+}
+
+#[test]
+fn both_filters_together() {
+    let events = vec![
+        picking(1, EventKind::Write, "outgoing", json!(ME), "assigned"),
+        picking(2, EventKind::Write, "incoming", json!(ME), "assigned"),
+        picking(3, EventKind::Write, "outgoing", json!(OTHER), "assigned"),
+        event(4, "stock.picking", 9, EventKind::Unlink),
+    ];
+    let shaped = shape(
+        json!({"only_outgoing": true, "only_assigned_to_me": true}),
+        events,
+    )
+    .unwrap();
+    assert_eq!(ids(&shaped), [1, 4]);
+    assert_eq!(data(&shaped[0]), Some(json!({"status": "ready"})));
+}
+
+#[test]
+fn an_unknown_key_is_a_bad_config_that_names_it() {
+    let err = shape(json!({"only_outbound": true}), vec![]).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::BadConfig(m) if m.contains("only_outbound")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_mistyped_option_is_a_bad_config() {
+    let err = shape(json!({"assignee_field": 5}), vec![]).unwrap_err();
+    assert!(matches!(err, PluginError::BadConfig(_)), "{err:?}");
+}

@@ -1,0 +1,135 @@
+//! The manager's feed (`app_type = "manager_app"`): every business model, labelled.
+//!
+//! Two seed clients pull as `manager_app`: the React manager dashboard, which counts events per
+//! model and shows each with a label, and the Python background service, which mirrors customers,
+//! orders and products into an external CRM (hence `product.template`, which the dashboard does
+//! not label). This plugin adds `data = {"label": ...}` with the dashboard's label for the event's
+//! model, and keeps out the records of companies the manager may not see.
+//!
+//! Config (the `[plugins.<name>.config]` table in plugins.toml), every key optional:
+//!
+//! ```toml
+//! filter_companies = true
+//! [plugins.manager.config.labels]
+//! "sale.order" = "Sales orders"      # replaces the Arabic default for this model
+//! "product.template" = "Products"    # adds a label for a model without one
+//! "hr.expense" = ""                  # no label for this model
+//! ```
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer};
+use smartsync_sdk::prelude::*;
+
+/// The models the manager receives.
+pub const MODELS: [&str; 6] = [
+    "sale.order",
+    "res.partner",
+    "stock.picking",
+    "account.move",
+    "hr.expense",
+    "product.template",
+];
+
+/// The seed dashboard's labels (`getModelName`): sales orders, customers, shipments, invoices,
+/// expenses.
+pub const DEFAULT_LABELS: [(&str, &str); 5] = [
+    ("sale.order", "طلبات البيع"),
+    ("res.partner", "العملاء"),
+    ("stock.picking", "الشحنات"),
+    ("account.move", "الفواتير"),
+    ("hr.expense", "المصروفات"),
+];
+
+/// The plugin's config table. An empty table labels with the seed's Arabic labels and filters by
+/// company.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The label sent as `data.label` for each model (default: [`DEFAULT_LABELS`]).
+    ///
+    /// The admin's table is merged over the defaults: a model it names gets that label, the
+    /// others keep theirs. An empty label removes the model's label. Events of a model without a
+    /// label carry no `data`.
+    #[serde(deserialize_with = "labels_over_defaults")]
+    pub labels: HashMap<String, String>,
+
+    /// Keep out the records of companies the manager may not see (default `true`).
+    ///
+    /// A create or write whose payload has a `company_id` is kept only when that company is
+    /// among the user's allowed companies (`Context::company_ids`). Events without a payload or
+    /// without a company (`false`, shared records such as many products and customers) are kept,
+    /// and so are all unlinks: Odoo may not send a deleted record's values, and a device may hold
+    /// it.
+    pub filter_companies: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            labels: default_labels(),
+            filter_companies: true,
+        }
+    }
+}
+
+fn default_labels() -> HashMap<String, String> {
+    DEFAULT_LABELS
+        .iter()
+        .map(|(model, label)| (model.to_string(), label.to_string()))
+        .collect()
+}
+
+/// Reads the admin's labels and lays them over the defaults.
+fn labels_over_defaults<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<HashMap<String, String>, D::Error> {
+    let mut labels = default_labels();
+    labels.extend(HashMap::<String, String>::deserialize(deserializer)?);
+    Ok(labels)
+}
+
+/// The manager's plugin.
+pub struct ManagerApp;
+
+impl Plugin for ManagerApp {
+    fn describe() -> Manifest {
+        Manifest::new("manager_app", env!("CARGO_PKG_VERSION"))
+            .with_models(&MODELS)
+            .with_payloads()
+    }
+
+    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
+        let config: Config = parse_config(&ctx)?;
+
+        let mut shaped = Vec::with_capacity(events.len());
+        for event in events {
+            if !MODELS.contains(&event.model.as_str()) {
+                continue;
+            }
+            if config.filter_companies && event.kind != EventKind::Unlink {
+                let company = event.payload().and_then(|p| p.id("company_id"));
+                if company.is_some_and(|c| !ctx.company_ids.contains(&c)) {
+                    continue;
+                }
+            }
+
+            let label = config
+                .labels
+                .get(&event.model)
+                .filter(|label| !label.is_empty());
+            shaped.push(match label {
+                Some(label) => ShapedEvent::keep(event).with_data(json!({ "label": label })),
+                None => ShapedEvent::keep(event),
+            });
+        }
+        Ok(shaped)
+    }
+}
+
+smartsync_sdk::export_plugin!(ManagerApp);
+
+// A failed unwrap in a test is a failed test.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,581 @@
+//! Feeds shaped by WASM plugins built from this workspace: the bundled ones, hostile ones that
+//! must be stopped, and plugins.toml changing under a running server.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use smartsync_tests::{
+    ADMIN_TOKEN, TestServer, bundled_plugins_toml, event_ids, item, plugin_wasm, session,
+};
+
+fn pull_body(user_id: i64, device: &str, app_type: &str) -> Value {
+    json!({"user_id": user_id, "device_id": device, "app_type": app_type, "limit": 100})
+}
+
+/// Replaces plugins.toml and asks the server to reload it.
+async fn set_plugins(server: &TestServer, toml: &str) -> reqwest::Response {
+    std::fs::write(server.plugins_file(), toml).expect("write plugins.toml");
+    server
+        .client
+        .post(server.url("/api/v2/admin/plugins/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("reload request")
+}
+
+fn hostile_toml(mode: &str, limits: &str) -> String {
+    format!(
+        "{}[plugins.hostile]\napp_type = \"hostile_app\"\nwasm = {:?}\nconfig = {{ mode = \"{mode}\" }}\nlimits = {{ {limits} }}\n",
+        bundled_plugins_toml(),
+        plugin_wasm("hostile").display().to_string()
+    )
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn the_sales_plugin_keeps_own_orders_and_trims_payloads() {
+    let server = TestServer::start().await;
+    let toml = bundled_plugins_toml().replace(
+        "[plugins.delivery_app]",
+        "[plugins.sales_app.config]\nonly_own_orders = true\nfields = [\"name\", \"user_id\"]\n\n[plugins.delivery_app]",
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([
+            {"model": "sale.order", "record_id": 1, "event": "create",
+             "payload": {"id": 1, "name": "S00001", "user_id": 5, "amount_total": 10.0}},
+            {"model": "sale.order", "record_id": 2, "event": "create",
+             "payload": {"id": 2, "name": "S00002", "user_id": 9, "amount_total": 20.0}},
+            {"model": "sale.order", "record_id": 2, "event": "unlink"},
+            {"model": "res.partner", "record_id": 3, "event": "unlink"},
+        ]))
+        .await;
+    let answer = server
+        .pull_ok(&session(5), &pull_body(5, "android-1", "sales_app"))
+        .await;
+    assert_eq!(
+        event_ids(&answer),
+        vec![1, 3],
+        "own order, and the order deletion"
+    );
+    assert_eq!(
+        answer["events"][0]["payload"],
+        json!({"id": 1, "name": "S00001", "user_id": 5})
+    );
+    assert_eq!(answer["has_more"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_delivery_plugin_adds_a_status() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([
+            {"model": "stock.picking", "record_id": 1, "event": "write",
+             "payload": {"id": 1, "state": "assigned", "picking_type_code": "outgoing", "user_id": 42}},
+            {"model": "stock.picking", "record_id": 2, "event": "write",
+             "payload": {"id": 2, "state": "done", "picking_type_code": "incoming", "user_id": 42}},
+            {"model": "sale.order", "record_id": 3, "event": "write"},
+        ]))
+        .await;
+    let answer = server
+        .pull_ok(&session(42), &pull_body(42, "rn-1", "delivery_app"))
+        .await;
+    assert_eq!(event_ids(&answer), vec![1, 2]);
+    assert_eq!(answer["events"][0]["data"], json!({"status": "ready"}));
+    assert_eq!(answer["events"][1]["data"], json!({"status": "delivered"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_manager_plugin_labels_and_keeps_allowed_companies() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([
+            {"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": 1}},
+            {"model": "account.move", "record_id": 2, "event": "create", "payload": {"id": 2, "company_id": 2}},
+            {"model": "hr.expense", "record_id": 3, "event": "create", "payload": {"id": 3, "company_id": 3}},
+            {"model": "res.partner", "record_id": 4, "event": "write", "payload": {"id": 4, "company_id": false}},
+        ]))
+        .await;
+    // session-7 is a user of companies 1 and 3.
+    let answer = server
+        .pull_ok(&session(7), &pull_body(7, "web-1", "manager_app"))
+        .await;
+    assert_eq!(event_ids(&answer), vec![1, 3, 4]);
+    assert_eq!(answer["events"][0]["data"]["label"], "الفواتير");
+    assert_eq!(answer["events"][1]["data"]["label"], "المصروفات");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_plugins_are_stopped_typed_and_contained() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([
+            {"model": "sale.order", "record_id": 1, "event": "create", "payload": {"id": 1}},
+            {"model": "sale.order", "record_id": 2, "event": "write", "payload": {"id": 2}},
+        ]))
+        .await;
+    let limits = "time_ms = 200, memory_mb = 32, max_output_kb = 1024, quarantine_after = 1000";
+    for (mode, kind) in [
+        ("loop", "timeout"),
+        ("memory", "out_of_memory"),
+        ("recursion", "trap"),
+        ("panic", "trap"),
+        ("forged_ids", "bad_output"),
+        ("reordered", "bad_output"),
+        ("duplicate_ids", "bad_output"),
+        ("huge_output", "bad_output"),
+        ("bad_json", "bad_output"),
+        ("data_not_object", "bad_output"),
+        ("error", "plugin_error"),
+    ] {
+        assert_eq!(
+            set_plugins(&server, &hostile_toml(mode, limits))
+                .await
+                .status(),
+            200,
+            "{mode}"
+        );
+        let (status, body) = error_of(
+            server
+                .pull(&session(5), &pull_body(5, "victim", "hostile_app"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 503, "{mode}: {body}");
+        assert_eq!(body["code"], "plugin_failed", "{mode}");
+        assert_eq!(body["kind"], kind, "{mode}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .expect("message")
+                .contains("hostile@"),
+            "{body}"
+        );
+        // Never fail open, never take others down: the sales feed still serves.
+        let sales = server
+            .pull(
+                &session(5),
+                &pull_body(5, format!("sales-{mode}").as_str(), "sales_app"),
+            )
+            .await;
+        assert_eq!(sales.status(), 200, "{mode}");
+    }
+    // A plugin that floods its stdout works; the flood is capped, not fatal.
+    let slow = "time_ms = 10000, quarantine_after = 1000";
+    assert_eq!(
+        set_plugins(&server, &hostile_toml("stdout_flood", slow))
+            .await
+            .status(),
+        200
+    );
+    let flood = server
+        .pull_ok(&session(5), &pull_body(5, "flood", "hostile_app"))
+        .await;
+    assert_eq!(event_ids(&flood), vec![1, 2]);
+    // None of the failures moved the victim: with a working plugin it gets everything.
+    assert_eq!(
+        set_plugins(&server, &hostile_toml("pass", limits))
+            .await
+            .status(),
+        200
+    );
+    let after = server
+        .pull_ok(&session(5), &pull_body(5, "victim", "hostile_app"))
+        .await;
+    assert_eq!(event_ids(&after), vec![1, 2]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_failing_repeatedly_is_quarantined_then_retried() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([item("sale.order", 1, "create")]))
+        .await;
+    let toml = hostile_toml("panic", "quarantine_after = 2, quarantine_secs = 1");
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    for _ in 0..2 {
+        let (status, body) = error_of(
+            server
+                .pull(&session(5), &pull_body(5, "d", "hostile_app"))
+                .await,
+        )
+        .await;
+        assert_eq!((status, body["kind"].as_str()), (503, Some("trap")));
+    }
+    let (status, body) = error_of(
+        server
+            .pull(&session(5), &pull_body(5, "d", "hostile_app"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (503, Some("quarantined")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("hostile plugin panics"),
+        "{body}"
+    );
+    let status = server.admin_plugins().await;
+    let hostile = status["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["name"] == "hostile")
+        .expect("hostile listed")
+        .clone();
+    assert_eq!(hostile["state"], "quarantined");
+    assert_eq!(hostile["counters"]["errors"]["trap"], 2);
+    // After the cool-down one call is let through again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, body) = error_of(
+        server
+            .pull(&session(5), &pull_body(5, "d", "hostile_app"))
+            .await,
+    )
+    .await;
+    assert_eq!(body["kind"], "trap");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([item("sale.order", 1, "create")]))
+        .await;
+    let disabled = bundled_plugins_toml().replace(
+        "app_type = \"sales_app\"",
+        "app_type = \"sales_app\"\nenabled = false",
+    );
+    assert_eq!(set_plugins(&server, &disabled).await.status(), 200);
+    let (status, body) = error_of(
+        server
+            .pull(&session(5), &pull_body(5, "a", "sales_app"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("app_type_disabled"))
+    );
+
+    // A bad file is refused with the key and the file named; what runs stays.
+    let response = set_plugins(
+        &server,
+        &format!("{}colour = \"red\"\n", bundled_plugins_toml()),
+    )
+    .await;
+    let (status, body) = error_of(response).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["code"], "reload_failed");
+    let message = body["message"].as_str().expect("message");
+    assert!(
+        message.contains("colour") && message.contains("plugins.toml"),
+        "{message}"
+    );
+    let (status, _) = error_of(
+        server
+            .pull(&session(5), &pull_body(5, "a", "sales_app"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 403, "the previous (disabled) set still runs");
+    let admin = server.admin_plugins().await;
+    assert!(
+        admin["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("colour"))
+    );
+
+    let missing = bundled_plugins_toml().replace("sales_app.wasm", "no_such_plugin.wasm");
+    let (status, body) = error_of(set_plugins(&server, &missing).await).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("no_such_plugin.wasm")
+    );
+
+    let two = format!(
+        "{}[plugins.other_sales]\napp_type = \"sales_app\"\nwasm = {:?}\n",
+        bundled_plugins_toml(),
+        plugin_wasm("sales_app").display().to_string()
+    );
+    let (status, body) = error_of(set_plugins(&server, &two).await).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("both enabled"),
+        "{body}"
+    );
+
+    assert_eq!(
+        set_plugins(&server, &bundled_plugins_toml()).await.status(),
+        200
+    );
+    assert_eq!(
+        event_ids(
+            &server
+                .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+                .await
+        ),
+        vec![1]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_notices_plugins_toml_changes_by_itself() {
+    let server = TestServer::start().await;
+    let disabled = bundled_plugins_toml().replace(
+        "app_type = \"delivery_app\"",
+        "app_type = \"delivery_app\"\nenabled = false",
+    );
+    std::fs::write(server.plugins_file(), disabled).expect("write");
+    let started = Instant::now();
+    loop {
+        let status = server
+            .pull(&session(42), &pull_body(42, "rn", "delivery_app"))
+            .await
+            .status();
+        if status == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+/// The same component with one more custom section: another version hash, the same behaviour.
+fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let mut section = vec![tag.len() as u8];
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    out.push(section.len() as u8);
+    out.extend_from_slice(&section);
+    out
+}
+
+#[tokio::test]
+async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_head() {
+    let server = TestServer::start().await;
+    let wasm = server.dir.path().join("sales_copy.wasm");
+    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
+    std::fs::write(&wasm, &original).expect("copy wasm");
+    let toml = bundled_plugins_toml().replace(
+        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
+        &format!("{:?}\non_upgrade = \"reset\"", wasm.display().to_string()),
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([
+            item("sale.order", 1, "create"),
+            item("sale.order", 2, "create")
+        ]))
+        .await;
+    let first = server
+        .pull_ok(
+            &session(5),
+            &json!({"user_id": 5, "device_id": "a", "app_type": "sales_app", "limit": 1}),
+        )
+        .await;
+    assert_eq!(event_ids(&first), vec![1]);
+    let old_token = first["next_sync_token"].clone();
+
+    std::fs::write(&wasm, new_version_of(&original, "v2")).expect("new version");
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([item("sale.order", 3, "create")]))
+        .await;
+    let reset = server
+        .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+        .await;
+    assert_eq!(reset["reset_required"], true);
+    assert_eq!(reset["reset_reason"], "plugin_changed");
+    assert_eq!(reset["events"], json!([]));
+    // A token from before the upgrade is reset too.
+    let mut with_token = pull_body(5, "a", "sales_app");
+    with_token["sync_token"] = old_token;
+    assert_eq!(
+        server.pull_ok(&session(5), &with_token).await["reset_reason"],
+        "plugin_changed"
+    );
+    // Then the device carries on from the head.
+    server
+        .ingest_ok(json!([item("sale.order", 4, "create")]))
+        .await;
+    let next = server
+        .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+        .await;
+    assert_eq!(event_ids(&next), vec![4]);
+    assert!(next.get("reset_required").is_none());
+    // A device that never pulled is not reset: it starts at the beginning.
+    let fresh = server
+        .pull_ok(&session(5), &pull_body(5, "b", "sales_app"))
+        .await;
+    assert_eq!(event_ids(&fresh), vec![1, 2, 3, 4]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn on_upgrade_continue_keeps_devices_where_they_are() {
+    let server = TestServer::start().await;
+    let wasm = server.dir.path().join("sales_copy.wasm");
+    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
+    std::fs::write(&wasm, &original).expect("copy wasm");
+    let toml = bundled_plugins_toml().replace(
+        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
+        &format!("{:?}", wasm.display().to_string()),
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([item("sale.order", 1, "create")]))
+        .await;
+    server
+        .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+        .await;
+    std::fs::write(&wasm, new_version_of(&original, "v2")).expect("new version");
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([item("sale.order", 2, "create")]))
+        .await;
+    let next = server
+        .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+        .await;
+    assert_eq!(event_ids(&next), vec![2]);
+    assert!(next.get("reset_required").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_pull_fails_while_plugins_are_reloaded_under_load() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!(
+            (1..=50)
+                .map(|i| item("sale.order", i, "write"))
+                .collect::<Vec<_>>()
+        ))
+        .await;
+    let wasm = server.dir.path().join("sales_copy.wasm");
+    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
+    std::fs::write(&wasm, &original).expect("copy wasm");
+    let toml = bundled_plugins_toml().replace(
+        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
+        &format!("{:?}", wasm.display().to_string()),
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pullers = Vec::new();
+    for worker in 0..4 {
+        let (client, url, stop) = (
+            server.client.clone(),
+            server.url("/api/v2/sync/pull"),
+            stop.clone(),
+        );
+        pullers.push(tokio::spawn(async move {
+            let mut pulls = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"user_id": 5, "device_id": format!("load-{worker}-{pulls}"), "app_type": "sales_app", "limit": 20});
+                let response = client.post(&url).header("X-Session-Id", "session-5").json(&body).send().await.expect("send");
+                let status = response.status();
+                let answer: Value = response.json().await.expect("json");
+                assert_eq!(status, 200, "{answer}");
+                assert_eq!(answer["new_events_count"], 20);
+                pulls += 1;
+            }
+            pulls
+        }));
+    }
+    for round in 0..6 {
+        let config = if round % 2 == 0 {
+            "\n[plugins.sales_app.config]\nonly_own_orders = false\n"
+        } else {
+            ""
+        };
+        std::fs::write(&wasm, new_version_of(&original, &format!("v{round}")))
+            .expect("replace wasm");
+        assert_eq!(
+            set_plugins(&server, &format!("{toml}{config}"))
+                .await
+                .status(),
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for puller in pullers {
+        total += puller.await.expect("puller");
+    }
+    assert!(total > 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_lists_plugins() {
+    let server = TestServer::start().await;
+    let anonymous = server
+        .client
+        .get(server.url("/api/v2/admin/plugins"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), 401);
+    let wrong = server
+        .client
+        .post(server.url("/api/v2/admin/plugins/reload"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+    server
+        .ingest_ok(json!([
+            item("sale.order", 1, "create"),
+            item("res.partner", 2, "create")
+        ]))
+        .await;
+    server
+        .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
+        .await;
+    let status = server.admin_plugins().await;
+    let sales = status["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["app_type"] == "sales_app")
+        .expect("sales listed")
+        .clone();
+    assert_eq!(sales["state"], "ok");
+    assert_eq!(sales["enabled"], true);
+    assert_eq!(sales["version_hash"].as_str().map(str::len), Some(16));
+    assert_eq!(sales["manifest"]["name"], "sales_app");
+    assert_eq!(sales["counters"]["calls"], 1);
+    assert_eq!(sales["counters"]["events_in"], 2);
+    assert_eq!(sales["counters"]["events_out"], 2);
+    server.stop().await;
+}
