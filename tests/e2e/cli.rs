@@ -181,3 +181,173 @@ async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
         .status();
     let _ = child.wait();
 }
+
+#[test]
+fn plugin_check_and_run_try_a_plugin_without_a_server() {
+    let wasm = smartsync_tests::plugin_wasm("delivery_app");
+    let check = Command::new(smartsync_bin())
+        .args(["plugin", "check"])
+        .arg(&wasm)
+        .output()
+        .expect("run smartsync");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout.contains("\"stock.picking\""), "{stdout}");
+    assert!(stdout.contains("ok: delivery_app@"), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.json");
+    let context = dir.path().join("context.json");
+    std::fs::write(
+        &events,
+        json!([
+            {"id": 1, "model": "stock.picking", "record_id": 7, "event": "write",
+             "payload": {"state": "assigned", "user_id": 42}},
+            {"id": 2, "model": "stock.picking", "record_id": 8, "event": "write",
+             "payload": {"state": "done", "user_id": 9}},
+            {"id": 3, "model": "sale.order", "record_id": 9, "event": "write"},
+        ])
+        .to_string(),
+    )
+    .expect("write events");
+    std::fs::write(
+        &context,
+        json!({"user_id": 42, "config": {"only_assigned_to_me": true}}).to_string(),
+    )
+    .expect("write context");
+    let run = Command::new(smartsync_bin())
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .arg("--events")
+        .arg(&events)
+        .arg("--context")
+        .arg(&context)
+        .output()
+        .expect("run smartsync");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let shaped: Value = serde_json::from_slice(&run.stdout).expect("JSON out");
+    assert_eq!(shaped.as_array().map(Vec::len), Some(1), "{shaped}");
+    assert_eq!(shaped[0]["record_id"], 7);
+    assert_eq!(shaped[0]["data"]["status"], "ready");
+
+    // A bad config is the plugin's own error, reported as such.
+    std::fs::write(
+        &context,
+        json!({"user_id": 42, "config": {"colour": "red"}}).to_string(),
+    )
+    .expect("write context");
+    let bad = Command::new(smartsync_bin())
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .arg("--events")
+        .arg(&events)
+        .arg("--context")
+        .arg(&context)
+        .output()
+        .expect("run smartsync");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("plugin_error") && stderr.contains("colour"),
+        "{stderr}"
+    );
+
+    let missing = Command::new(smartsync_bin())
+        .args(["plugin", "check", "/nonexistent/plugin.wasm"])
+        .output()
+        .expect("run smartsync");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/plugin.wasm")
+    );
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("process status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test]
+async fn memory_bombs_are_stopped_and_the_memory_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("plugins.toml"),
+        format!(
+            "[plugins.bomb]\napp_type = \"bomb_app\"\nwasm = {:?}\nconfig = {{ mode = \"memory\" }}\nlimits = {{ memory_mb = 64, quarantine_after = 1000 }}\n",
+            smartsync_tests::plugin_wasm("hostile").display().to_string()
+        ),
+    )
+    .expect("plugins.toml");
+    let mut child = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smartsync");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
+    let token = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("ingest_token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ingest token")
+        .to_string();
+    let hook = client
+        .post(format!(
+            "{base}/api/v2/webhooks/odoo?token={token}&event=write"
+        ))
+        .json(&json!({"_model": "res.partner", "_id": 1, "_action": "x(#1)", "id": 1}))
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(hook.status(), 200);
+    let bomb = || {
+        client
+            .post(format!("{base}/api/v2/sync/pull"))
+            .header("X-Session-Id", "dev-session-5")
+            .json(&json!({"user_id": 5, "device_id": "d", "app_type": "bomb_app"}))
+            .send()
+    };
+    let first: Value = bomb().await.expect("pull").json().await.expect("json");
+    assert_eq!(first["kind"], "out_of_memory", "{first}");
+    let before = rss_kib(child.id());
+    for _ in 0..10 {
+        let answer: Value = bomb().await.expect("pull").json().await.expect("json");
+        assert_eq!(answer["kind"], "out_of_memory", "{answer}");
+    }
+    let after = rss_kib(child.id());
+    // Ten bombs of 64 MiB each; what stays is far less than one of them.
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB after ten memory bombs"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
