@@ -108,8 +108,33 @@ async fn bare(body: Bytes) -> std::net::SocketAddr {
     addr
 }
 
-async fn smartsync_server(dir: &tempfile::TempDir, tail_events: usize) -> smartsync::Server {
+/// A server on a fresh database; `plugin` is (app_type, plugin name) of a bundled plugin built in
+/// target/wasm32-wasip2/release, the only one enabled. Without it app_types use model lists.
+async fn smartsync_server(
+    dir: &tempfile::TempDir,
+    tail_events: usize,
+    plugin: Option<(&str, &str)>,
+) -> smartsync::Server {
     let mut config = Config::embedded();
+    config.plugins.file = dir.path().join("plugins.toml");
+    if let Some((app_type, name)) = plugin {
+        let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        assert!(
+            wasm.exists(),
+            "{} is missing: run scripts/build-plugins",
+            wasm.display()
+        );
+        std::fs::write(
+            &config.plugins.file,
+            format!(
+                "[plugins.{name}]\napp_type = \"{app_type}\"\nwasm = {:?}\n",
+                wasm.display().to_string()
+            ),
+        )
+        .expect("plugins.toml");
+    }
     config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
     config.secrets.token_secret = Some("bench-token-secret-0123456789".into());
@@ -132,6 +157,24 @@ fn post_json(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<
         request = request.header(*name, *value);
     }
     request.body(Full::new(body)).expect("request")
+}
+
+/// A picking ready for delivery, as the delivery_app plugin sees it.
+fn picking(i: i64) -> Value {
+    json!({"model": "stock.picking", "record_id": i, "event": "write",
+           "payload": {"id": i, "name": format!("WH/OUT/{i:05}"), "partner_id": 7, "user_id": 5,
+                       "company_id": 1, "state": "assigned", "picking_type_code": "outgoing",
+                       "scheduled_date": "2024-01-15 10:30:00", "write_date": "2024-01-15 10:30:00",
+                       "origin": "S00042", "note": false}})
+}
+
+/// An invoice of company 1, as the manager_app plugin sees it.
+fn invoice(i: i64) -> Value {
+    json!({"model": "account.move", "record_id": i, "event": "write",
+           "payload": {"id": i, "name": format!("INV/2024/{i:05}"), "partner_id": 7, "user_id": 5,
+                       "company_id": 1, "state": "posted", "amount_total": 1250.5,
+                       "invoice_date": "2024-01-15", "write_date": "2024-01-15 10:30:00",
+                       "ref": "PO-2024-0042", "narration": false}})
 }
 
 /// A sales_app order payload of realistic size (~300 bytes).
@@ -159,17 +202,21 @@ async fn ingest(addr: std::net::SocketAddr, events: Vec<Value>) {
 
 /// Pull requests that each resume from the start of a 100-event page, so every pull answers
 /// 100 events; each connection is its own device.
-async fn pull_requests(addr: std::net::SocketAddr, connections: usize) -> (MakeRequest, Bytes) {
+async fn pull_requests(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    app_type: &str,
+) -> (MakeRequest, Bytes) {
     let client = reqwest::Client::new();
     let mut bodies = Vec::new();
     let mut sample = Bytes::new();
     for c in 0..connections {
-        let mut body = json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": "sales_app", "limit": 100});
+        let mut body = json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": app_type, "limit": 100});
         // A first pull from the beginning gives a token for position 0 of this device.
         let first: Value = client
             .post(format!("http://{addr}/api/v2/sync/pull"))
             .header("X-Session-Id", SESSION)
-            .json(&json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": "sales_app", "limit": 1}))
+            .json(&json!({"user_id": 5, "device_id": format!("bench-{c}"), "app_type": app_type, "limit": 1}))
             .send()
             .await
             .expect("pull")
@@ -209,18 +256,50 @@ async fn main() {
     let connections = env_number("BENCH_CONNECTIONS", 64) as usize;
     let mut rows: Vec<(String, f64, f64, &str)> = Vec::new();
 
-    // Pulls from the in-memory tail, and with the tail disabled.
-    for (label, tail) in [
-        ("pull, 100-event page", 20_000usize),
+    // Pulls: from the in-memory tail, through each bundled plugin, and with the tail disabled.
+    type Make = fn(i64) -> Value;
+    let cases: [(&str, &str, Option<&str>, usize, Make); 5] = [
         (
-            "pull, 100-event page, tail disabled (SQLite read per pull)",
-            1,
+            "pull, 100-event page, no plugin",
+            "sales_app",
+            None,
+            20_000,
+            order,
         ),
-    ] {
+        (
+            "pull, 100-event page, sales_app plugin",
+            "sales_app",
+            Some("sales_app"),
+            20_000,
+            order,
+        ),
+        (
+            "pull, 100-event page, delivery_app plugin",
+            "delivery_app",
+            Some("delivery_app"),
+            20_000,
+            picking,
+        ),
+        (
+            "pull, 100-event page, manager_app plugin",
+            "manager_app",
+            Some("manager_app"),
+            20_000,
+            invoice,
+        ),
+        (
+            "pull, 100-event page, no plugin, tail disabled (SQLite read per pull)",
+            "sales_app",
+            None,
+            1,
+            order,
+        ),
+    ];
+    for (label, app_type, plugin, tail, make_event) in cases {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = smartsync_server(&dir, tail).await;
-        ingest(server.addr(), (1..=2000).map(order).collect()).await;
-        let (make, sample) = pull_requests(server.addr(), connections).await;
+        let server = smartsync_server(&dir, tail, plugin.map(|p| (app_type, p))).await;
+        ingest(server.addr(), (1..=2000).map(make_event).collect()).await;
+        let (make, sample) = pull_requests(server.addr(), connections, app_type).await;
         let make_ceiling = make.clone();
         let measured = load(server.addr(), connections, secs, make).await;
         let ceiling_addr = bare(sample.clone()).await;
@@ -236,7 +315,7 @@ async fn main() {
     // Single-event webhooks, each a new record.
     {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = smartsync_server(&dir, 20_000).await;
+        let server = smartsync_server(&dir, 20_000, None).await;
         let path: &'static str = Box::leak(
             format!("/api/v2/webhooks/odoo?token={INGEST_TOKEN}&event=write").into_boxed_str(),
         );
@@ -265,7 +344,7 @@ async fn main() {
     // 1000-event batches.
     {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = smartsync_server(&dir, 20_000).await;
+        let server = smartsync_server(&dir, 20_000, None).await;
         let batch =
             Bytes::from(json!({"events": (1..=1000).map(order).collect::<Vec<_>>()}).to_string());
         let auth: &'static str = Box::leak(format!("Bearer {INGEST_TOKEN}").into_boxed_str());

@@ -47,10 +47,32 @@ pub struct CallContext {
 pub struct Shaped {
     /// The input event's id.
     pub id: i64,
-    /// The payload the client receives (a JSON object), if any.
-    pub payload: Option<String>,
+    /// The payload the client receives.
+    pub payload: ShapedPayload,
     /// The client's `data` field (a JSON object), if any.
     pub data: Option<String>,
+}
+
+/// What a plugin did with an event's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapedPayload {
+    /// The stored payload, unchanged.
+    Keep,
+    /// None.
+    Drop,
+    /// This JSON object instead.
+    Replace(String),
+}
+
+impl ShapedPayload {
+    /// The payload to send, given the event's stored one.
+    pub fn resolve<'a>(&'a self, stored: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            ShapedPayload::Keep => stored,
+            ShapedPayload::Drop => None,
+            ShapedPayload::Replace(json) => Some(json),
+        }
+    }
 }
 
 /// How a plugin call failed.

@@ -322,11 +322,11 @@ async fn plugin_page(
                 return Err(ApiError::internal("shaped event missing from its input"));
             };
             page.scanned_to = source.event.id;
-            page.events.push(WireEvent::Shaped(
-                source
-                    .event
-                    .wire_json_with(out.payload.as_deref(), out.data.as_deref()),
-            ));
+            page.events
+                .push(WireEvent::Shaped(source.event.wire_json_with(
+                    out.payload.resolve(source.event.payload.as_deref()),
+                    out.data.as_deref(),
+                )));
         }
         if !fits {
             page.has_more = true;

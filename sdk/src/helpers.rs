@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::{Context, Event, Manifest, PluginError, ShapedEvent};
+use crate::{Context, Event, Manifest, PayloadChange, PluginError, ShapedEvent};
 
 impl Manifest {
     /// A manifest for every model, without payloads.
@@ -81,15 +81,26 @@ impl ShapedEvent {
     pub fn keep(event: Event) -> ShapedEvent {
         ShapedEvent {
             id: event.id,
-            payload: event.payload,
+            payload: PayloadChange::Keep,
             data: None,
         }
     }
 
     /// The event with another payload (or none).
     pub fn with_payload(mut self, payload: Option<&Payload>) -> ShapedEvent {
-        self.payload = payload.map(Payload::to_json);
+        self.payload = match payload {
+            Some(payload) => PayloadChange::Replace(payload.to_json()),
+            None => PayloadChange::Drop,
+        };
         self
+    }
+
+    /// The replacement payload, parsed; `None` when the payload is kept or dropped.
+    pub fn replaced_payload(&self) -> Option<serde_json::Value> {
+        match &self.payload {
+            PayloadChange::Replace(json) => serde_json::from_str(json).ok(),
+            PayloadChange::Keep | PayloadChange::Drop => None,
+        }
     }
 
     /// Adds a `data` object for the client.

@@ -34,16 +34,27 @@ pub mod bindings {
         path: "wit",
         world: "feed-plugin",
         pub_export_macro: true,
-        export_macro_name: "export_plugin",
+        export_macro_name: "__export_feed_plugin",
         default_bindings_module: "smartsync_sdk::bindings",
         additional_derives: [PartialEq, Clone],
     });
 }
 
 pub use bindings::Guest as Plugin;
-pub use bindings::export_plugin;
+
+/// Exports a type implementing [`Plugin`] as the component's `describe` and `shape`.
+///
+/// It expands only when building for WebAssembly, so natively several plugins can be linked into
+/// one test or benchmark binary.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_feed_plugin!($plugin);
+    };
+}
 pub use bindings::smartsync::plugin::types::{
-    Context, Event, EventKind, Manifest, PluginError, ShapedEvent,
+    Context, Event, EventKind, Manifest, PayloadChange, PluginError, ShapedEvent,
 };
 pub use helpers::{Payload, parse_config};
 /// Re-exported so plugins can build `data` objects without naming their own dependency.
@@ -52,8 +63,8 @@ pub use serde_json;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Context, Event, EventKind, Manifest, Payload, Plugin, PluginError, ShapedEvent,
-        parse_config,
+        Context, Event, EventKind, Manifest, Payload, PayloadChange, Plugin, PluginError,
+        ShapedEvent, parse_config,
     };
     pub use serde_json::{Value, json};
 }

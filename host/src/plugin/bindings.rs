@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 
 pub use smartsync::plugin::types as wit;
 
-use super::{CallContext, Manifest as HostManifest, Shaped};
+use super::{CallContext, Manifest as HostManifest, Shaped, ShapedPayload};
 
 impl From<EventKind> for wit::EventKind {
     fn from(kind: EventKind) -> wit::EventKind {
@@ -66,7 +66,11 @@ impl From<wit::ShapedEvent> for Shaped {
     fn from(s: wit::ShapedEvent) -> Shaped {
         Shaped {
             id: s.id,
-            payload: s.payload,
+            payload: match s.payload {
+                wit::PayloadChange::Keep => ShapedPayload::Keep,
+                wit::PayloadChange::Drop => ShapedPayload::Drop,
+                wit::PayloadChange::Replace(json) => ShapedPayload::Replace(json),
+            },
             data: s.data,
         }
     }

@@ -21,7 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{self, FeedPlugin, FeedPluginPre, wit};
 use super::output::{LogForwarder, OutputSink};
 use super::stats::Health;
-use super::{CallContext, FailureKind, Manifest, PluginFailure, Shaped};
+use super::{CallContext, FailureKind, Manifest, PluginFailure, Shaped, ShapedPayload};
 use crate::event::LoggedEvent;
 
 /// How often the engine's epoch advances: the granularity of call deadlines.
@@ -406,14 +406,9 @@ impl LoadedPlugin {
             .acquire()
             .await
             .map_err(|_| self.failure(FailureKind::Trap, "the plugin was unloaded"))?;
-        let input: Vec<wit::Event> = events
-            .iter()
-            .map(|e| bindings::event(e, self.manifest.needs_payload))
-            .collect();
-        let wit_ctx = bindings::context(ctx, &self.config_json);
-        let this = self.clone();
+        let (this, ctx, events) = (self.clone(), ctx.clone(), events.to_vec());
         let started = Instant::now();
-        let shaped = tokio::task::spawn_blocking(move || this.call_blocking(wit_ctx, input))
+        let shaped = tokio::task::spawn_blocking(move || this.shape_blocking(&ctx, &events))
             .await
             .map_err(|e| {
                 self.failure(
@@ -421,9 +416,24 @@ impl LoadedPlugin {
                     format!("the call panicked the host thread: {e}"),
                 )
             })??;
-        let took = started.elapsed();
+        Ok((shaped, started.elapsed()))
+    }
+
+    /// One call, on this thread, its answer checked; no counters, no quarantine. It blocks for up
+    /// to the plugin's deadline: call it off the async runtime (the server does, through
+    /// [`LoadedPlugin::shape`]).
+    pub fn shape_blocking(
+        &self,
+        ctx: &CallContext,
+        events: &[Arc<LoggedEvent>],
+    ) -> Result<Vec<Shaped>, PluginFailure> {
+        let input: Vec<wit::Event> = events
+            .iter()
+            .map(|e| bindings::event(e, self.manifest.needs_payload))
+            .collect();
+        let shaped = self.call_blocking(bindings::context(ctx, &self.config_json), input)?;
         self.check_output(events, &shaped)?;
-        Ok((shaped, took))
+        Ok(shaped)
     }
 
     /// Every id from the input, in input order, at most once; payloads and data JSON objects;
@@ -449,7 +459,11 @@ impl LoadedPlugin {
                 }
                 None => return bad(format!("event {} was not in the input", out.id)),
             }
-            for (what, text) in [("payload", &out.payload), ("data", &out.data)] {
+            let replaced = match &out.payload {
+                ShapedPayload::Replace(json) => Some(json),
+                ShapedPayload::Keep | ShapedPayload::Drop => None,
+            };
+            for (what, text) in [("payload", replaced), ("data", out.data.as_ref())] {
                 if let Some(text) = text {
                     bytes += text.len();
                     if bytes > max_bytes {

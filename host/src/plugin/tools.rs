@@ -140,11 +140,10 @@ pub async fn run(
                 .iter()
                 .find(|e| e.event.id == s.id)
                 .ok_or_else(|| anyhow::anyhow!("event {} is not in the input", s.id))?;
-            Ok(serde_json::from_str(
-                &source
-                    .event
-                    .wire_json_with(s.payload.as_deref(), s.data.as_deref()),
-            )?)
+            Ok(serde_json::from_str(&source.event.wire_json_with(
+                s.payload.resolve(source.event.payload.as_deref()),
+                s.data.as_deref(),
+            ))?)
         })
         .collect()
 }

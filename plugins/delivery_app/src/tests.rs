@@ -60,9 +60,10 @@ fn by_default_every_picking_is_kept_with_its_payload_and_other_models_are_droppe
     ];
     let shaped = shape(json!({}), events.clone()).unwrap();
     assert_eq!(ids(&shaped), [1, 2, 3, 5]);
-    assert_eq!(shaped[0].payload, events[0].payload);
-    assert_eq!(shaped[1].payload, events[1].payload);
-    assert_eq!(shaped[2].payload, None);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    assert_eq!(shaped[1].payload, PayloadChange::Keep);
+    // An event without a payload is kept as it is, still without one.
+    assert_eq!(shaped[2].payload, PayloadChange::Keep);
 }
 
 #[test]

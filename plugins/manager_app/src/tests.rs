@@ -97,8 +97,8 @@ fn payloads_pass_through_and_other_models_are_dropped() {
     ];
     let shaped = shape(json!({}), events.clone()).unwrap();
     assert_eq!(ids(&shaped), [1, 3]);
-    assert_eq!(shaped[0].payload, events[0].payload);
-    assert_eq!(shaped[1].payload, None);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    assert_eq!(shaped[1].payload, PayloadChange::Keep);
 }
 
 #[test]

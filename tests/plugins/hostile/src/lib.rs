@@ -86,7 +86,7 @@ impl Plugin for Hostile {
                     .wrapping_add(1000);
                 vec![ShapedEvent {
                     id: forged,
-                    payload: None,
+                    payload: PayloadChange::Drop,
                     data: None,
                 }]
             }
@@ -101,7 +101,7 @@ impl Plugin for Hostile {
                     .into_iter()
                     .map(|e| ShapedEvent {
                         id: e.id,
-                        payload: Some(payload.clone()),
+                        payload: PayloadChange::Replace(payload.clone()),
                         data: None,
                     })
                     .collect()
@@ -110,7 +110,7 @@ impl Plugin for Hostile {
                 .into_iter()
                 .map(|e| ShapedEvent {
                     id: e.id,
-                    payload: Some("{not json".into()),
+                    payload: PayloadChange::Replace("{not json".into()),
                     data: None,
                 })
                 .collect(),
