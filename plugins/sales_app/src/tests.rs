@@ -1,5 +1,4 @@
 use smartsync_sdk::prelude::*;
-use smartsync_sdk::serde_json;
 use smartsync_sdk::testing::{context, event, with_config, with_payload};
 
 use crate::{Config, SalesApp};
