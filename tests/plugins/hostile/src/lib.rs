@@ -54,6 +54,9 @@ pub enum Mode {
     StdoutFlood,
     /// Fails with `PluginError::Failed("hostile plugin refuses")`.
     Error,
+    /// Tries to read a file, the environment and the network, and keeps every event with
+    /// `data = {"file": bool, "env_vars": n, "network": bool}` saying what it reached.
+    Escape,
 }
 
 /// The hostile plugin.
@@ -126,6 +129,19 @@ impl Plugin for Hostile {
                 keep_all(events)
             }
             Mode::Error => return Err(PluginError::Failed("hostile plugin refuses".into())),
+            Mode::Escape => {
+                let reached = json!({
+                    "file": std::fs::read("/etc/hostname").is_ok()
+                        || std::fs::read_dir("/").is_ok(),
+                    "env_vars": std::env::vars().count(),
+                    "network": std::net::TcpStream::connect("127.0.0.1:1").is_ok()
+                        || std::net::UdpSocket::bind("0.0.0.0:0").is_ok(),
+                });
+                events
+                    .into_iter()
+                    .map(|e| ShapedEvent::keep(e).with_data(reached.clone()))
+                    .collect()
+            }
         })
     }
 }
