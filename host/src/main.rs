@@ -59,6 +59,25 @@ enum PluginCommand {
         #[arg(long)]
         context: PathBuf,
     },
+    /// Show what a device would receive from the live log through the configured plugin,
+    /// without moving any position. Reads the server's config, database and plugins.toml.
+    Replay {
+        #[arg(long)]
+        app_type: String,
+        #[arg(long)]
+        user_id: i64,
+        /// Start at the position of this device (default: the beginning of the log).
+        #[arg(long)]
+        device_id: Option<String>,
+        /// Start at this sync token (needs the --device-id it was issued to).
+        #[arg(long, value_name = "TOKEN", requires = "device_id")]
+        from: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        /// The user's allowed companies, as the plugin sees them.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        company_ids: Vec<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +98,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Command::Plugin { command } = cli.command {
+        if let PluginCommand::Replay { .. } = command {
+            return replay_command(cli.config.as_deref(), command);
+        }
         return plugin_command(command);
     }
     let config = match load_config(cli.config.as_deref()) {
@@ -181,6 +203,7 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
                 );
                 Ok(())
             }
+            PluginCommand::Replay { .. } => Ok(()),
             PluginCommand::Run {
                 wasm,
                 events,
@@ -207,6 +230,71 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
         Err(e) => {
             let e: anyhow::Error = e;
             eprintln!("smartsync plugin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay_command(config_path: Option<&Path>, command: PluginCommand) -> ExitCode {
+    let PluginCommand::Replay {
+        app_type,
+        user_id,
+        device_id,
+        from,
+        limit,
+        company_ids,
+    } = command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let mut config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("smartsync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A dry run: no watching, no writes beyond what opening the database needs.
+    config.plugins.watch = false;
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("smartsync: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<String> = runtime.block_on(async move {
+        let app = smartsync::server::open_app(config).await?;
+        let identity = smartsync::identity::Identity {
+            uid: user_id,
+            company_ids,
+            lang: None,
+            tz: None,
+        };
+        let key = smartsync::positions::DeviceKey {
+            user_id,
+            device_id: device_id.unwrap_or_else(|| "replay".into()),
+            app_type,
+        };
+        let answer = smartsync::sync::replay(&app, &identity, key, from.as_deref(), limit)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"));
+        app.log.close().await;
+        app.store.close().await;
+        let body: serde_json::Value = serde_json::from_str(&answer?.to_json())?;
+        Ok(serde_json::to_string_pretty(&body)?)
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smartsync plugin replay: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -34,30 +34,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
 /// Like [`start`], on a listener the caller bound.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
-    let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
-    if auth.is_static() {
-        tracing::warn!(
-            "auth.mode is \"static\": sessions come from the config file, not Odoo. Do not use this in production."
-        );
-    }
-    let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
-    let store = store::open(&config.database).await?;
-    let log = EventLog::open(
-        store.clone(),
-        TailLimits {
-            max_events: config.database.tail_events,
-            max_bytes: config.database.tail_max_bytes,
-        },
-        config.ingest.group_commit_max_events,
-    )
-    .await?;
-    let plugins = Arc::new(open_plugins(&config)?);
     let flush_every = Duration::from_millis(config.sync.position_flush_ms.max(1));
     let watch_every = config
         .plugins
         .watch
         .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
-    let app = Arc::new(App::new(config, store, log, auth, secrets, plugins));
+    let app = open_app(config).await?;
     let addr = listener.local_addr()?;
 
     let (stop, stopped) = watch::channel(false);
@@ -82,6 +64,32 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         serve_task,
         flush_task,
     })
+}
+
+/// Everything but the HTTP listener: the database (migrated), the log's tail and writer, the
+/// plugins, sessions and secrets. `smartsync plugin replay` uses it without serving.
+pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
+    if auth.is_static() {
+        tracing::warn!(
+            "auth.mode is \"static\": sessions come from the config file, not Odoo. Do not use this in production."
+        );
+    }
+    let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
+    let store = store::open(&config.database).await?;
+    let log = EventLog::open(
+        store.clone(),
+        TailLimits {
+            max_events: config.database.tail_events,
+            max_bytes: config.database.tail_max_bytes,
+        },
+        config.ingest.group_commit_max_events,
+    )
+    .await?;
+    let plugins = Arc::new(open_plugins(&config)?);
+    Ok(Arc::new(App::new(
+        config, store, log, auth, secrets, plugins,
+    )))
 }
 
 /// The plugin engine (with its compile cache) and the plugins of plugins.toml.

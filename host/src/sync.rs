@@ -149,19 +149,23 @@ struct Page {
     has_more: bool,
 }
 
-pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiResult<PullAnswer> {
-    check_user(identity, request.user_id)?;
-    check_device_id(&request.device_id)?;
-    let feed = app.feed(&request.app_type)?;
+fn limit_of(app: &App, requested: Option<i64>) -> ApiResult<usize> {
     let sync = &app.config.sync;
-    let limit = match request.limit {
+    let limit = match requested {
         None => sync.default_limit,
         Some(limit) if limit < 1 => {
             return Err(ApiError::invalid_field("limit", "must be at least 1"));
         }
         Some(limit) => limit.min(sync.max_limit),
     };
-    let limit = usize::try_from(limit).unwrap_or(1);
+    Ok(usize::try_from(limit).unwrap_or(1))
+}
+
+pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiResult<PullAnswer> {
+    check_user(identity, request.user_id)?;
+    check_device_id(&request.device_id)?;
+    let feed = app.feed(&request.app_type)?;
+    let limit = limit_of(app, request.limit)?;
     let key = DeviceKey {
         user_id: request.user_id,
         device_id: request.device_id,
@@ -171,25 +175,104 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
     let device = app.positions.lock(key).await.map_err(ApiError::internal)?;
     // Where the device is, and the version of the feed that put it there.
     let known = match &request.sync_token {
-        Some(token) => {
-            let cursor = app
-                .tokens
-                .verify(device.key(), token)
-                .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))?;
-            Some((cursor.position, cursor.epoch))
-        }
+        Some(token) => Some(verify_token(app, device.key(), token)?),
         None => device.state().map(|s| (s.position, s.feed_epoch)),
     };
+    let read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
+
+    let now = now_rfc3339();
+    let (sync_count, first_sync_time) = match device.state() {
+        Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
+        None => (1, now.clone()),
+    };
+    device.commit(DeviceState {
+        position: read.page.scanned_to,
+        sync_count,
+        first_sync_time,
+        last_sync_time: now,
+        feed_epoch: read.feed_epoch,
+    });
+    Ok(read.into_answer(app))
+}
+
+/// What a device would receive, read without moving it: `smartsync plugin replay`. Starts at
+/// `sync_token` when given, else at the device's position, else at the beginning.
+pub async fn replay(
+    app: &App,
+    identity: &Identity,
+    key: DeviceKey,
+    sync_token: Option<&str>,
+    limit: Option<i64>,
+) -> ApiResult<PullAnswer> {
+    check_device_id(&key.device_id)?;
+    let feed = app.feed(&key.app_type)?;
+    let limit = limit_of(app, limit)?;
+    let known = match sync_token {
+        Some(token) => Some(verify_token(app, &key, token)?),
+        None => app
+            .positions
+            .peek(&key)
+            .await
+            .map_err(ApiError::internal)?
+            .map(|s| (s.position, s.feed_epoch)),
+    };
+    let read = read_feed(app, identity, &feed, &key, known, limit).await?;
+    Ok(read.into_answer(app))
+}
+
+fn verify_token(app: &App, key: &DeviceKey, token: &str) -> ApiResult<(i64, u64)> {
+    let cursor = app
+        .tokens
+        .verify(key, token)
+        .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))?;
+    Ok((cursor.position, cursor.epoch))
+}
+
+/// A page read for a device, not yet answered.
+struct FeedRead {
+    page: Page,
+    reset: Option<ResetReason>,
+    feed_epoch: u64,
+    key: DeviceKey,
+}
+
+impl FeedRead {
+    fn into_answer(self, app: &App) -> PullAnswer {
+        let next_sync_token = app.tokens.issue(
+            &self.key,
+            Cursor {
+                position: self.page.scanned_to,
+                epoch: self.feed_epoch,
+            },
+        );
+        PullAnswer {
+            events: self.page.events,
+            next_sync_token,
+            has_more: self.page.has_more,
+            reset: self.reset,
+        }
+    }
+}
+
+/// Reads the next page of `feed` for the device at `known` (position and feed version), or
+/// decides that the device must reset.
+async fn read_feed(
+    app: &App,
+    identity: &Identity,
+    feed: &AppFeed,
+    key: &DeviceKey,
+    known: Option<(i64, u64)>,
+    limit: usize,
+) -> ApiResult<FeedRead> {
     let (start, start_epoch) = known.unwrap_or((0, 0));
-    let feed_epoch = match &feed {
+    let feed_epoch = match feed {
         AppFeed::Plugin(active) => active.plugin.epoch,
         AppFeed::Models(_) => 0,
     };
-
     let head = app.log.head();
     let reset = if start > head {
         Some(ResetReason::CursorAhead)
-    } else if let AppFeed::Plugin(active) = &feed
+    } else if let AppFeed::Plugin(active) = feed
         && active.on_upgrade == OnUpgrade::Reset
         && known.is_some()
         && start_epoch != feed_epoch
@@ -198,7 +281,7 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
     } else {
         None
     };
-    let page = match (reset, &feed) {
+    let page = match (reset, feed) {
         (Some(_), _) => Page {
             events: Vec::new(),
             scanned_to: head,
@@ -211,7 +294,7 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
                     start,
                     Some(models.models.as_slice()),
                     limit,
-                    sync.scan_window,
+                    app.config.sync.scan_window,
                 )
                 .await
                 .map_err(ApiError::internal)?;
@@ -224,8 +307,8 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
         (None, AppFeed::Plugin(active)) => {
             let ctx = CallContext {
                 user_id: identity.uid,
-                device_id: device.key().device_id.clone(),
-                app_type: device.key().app_type.clone(),
+                device_id: key.device_id.clone(),
+                app_type: key.app_type.clone(),
                 company_ids: identity.company_ids.clone(),
                 lang: identity.lang.clone(),
                 tz: identity.tz.clone(),
@@ -233,31 +316,11 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
             plugin_page(app, active, &ctx, start, limit).await?
         }
     };
-
-    let next_sync_token = app.tokens.issue(
-        device.key(),
-        Cursor {
-            position: page.scanned_to,
-            epoch: feed_epoch,
-        },
-    );
-    let now = now_rfc3339();
-    let (sync_count, first_sync_time) = match device.state() {
-        Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
-        None => (1, now.clone()),
-    };
-    device.commit(DeviceState {
-        position: page.scanned_to,
-        sync_count,
-        first_sync_time,
-        last_sync_time: now,
-        feed_epoch,
-    });
-    Ok(PullAnswer {
-        events: page.events,
-        next_sync_token,
-        has_more: page.has_more,
+    Ok(FeedRead {
+        page,
         reset,
+        feed_epoch,
+        key: key.clone(),
     })
 }
 

@@ -351,3 +351,121 @@ async fn memory_bombs_are_stopped_and_the_memory_comes_back() {
         .status();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn plugin_replay_shows_what_a_device_would_get_without_moving_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("plugins.toml"),
+        format!(
+            "[plugins.sales_app]\napp_type = \"sales_app\"\nwasm = {:?}\n",
+            smartsync_tests::plugin_wasm("sales_app")
+                .display()
+                .to_string()
+        ),
+    )
+    .expect("plugins.toml");
+    let mut child = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smartsync");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
+    let token = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("ingest_token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ingest token")
+        .to_string();
+    for id in 1..=3 {
+        let hook = client
+            .post(format!(
+                "{base}/api/v2/webhooks/odoo?token={token}&event=write"
+            ))
+            .json(&json!({"_model": "sale.order", "_id": id, "_action": "x(#1)", "id": id}))
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(hook.status(), 200);
+    }
+    let pull = |limit: i64| {
+        client
+            .post(format!("{base}/api/v2/sync/pull"))
+            .header("X-Session-Id", "dev-session-5")
+            .json(&json!({"user_id": 5, "device_id": "android-1", "app_type": "sales_app", "limit": limit}))
+            .send()
+    };
+    let first: Value = pull(1).await.expect("pull").json().await.expect("json");
+    assert_eq!(first["events"][0]["record_id"], 1);
+    // Positions reach the database within sync.position_flush_ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let replay = || {
+        Command::new(smartsync_bin())
+            .current_dir(dir.path())
+            .args([
+                "plugin",
+                "replay",
+                "--app-type",
+                "sales_app",
+                "--user-id",
+                "5",
+                "--device-id",
+                "android-1",
+            ])
+            .output()
+            .expect("run smartsync")
+    };
+    for _ in 0..2 {
+        let out = replay();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON out");
+        let ids: Vec<i64> = answer["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["record_id"].as_i64().expect("id"))
+            .collect();
+        assert_eq!(ids, vec![2, 3], "{answer}");
+    }
+    // The device did not move.
+    let second: Value = pull(10).await.expect("pull").json().await.expect("json");
+    assert_eq!(second["events"][0]["record_id"], 2);
+
+    let bad = Command::new(smartsync_bin())
+        .current_dir(dir.path())
+        .args([
+            "plugin",
+            "replay",
+            "--app-type",
+            "nope_app",
+            "--user-id",
+            "5",
+        ])
+        .output()
+        .expect("run smartsync");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown_app_type"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

@@ -583,9 +583,18 @@ async fn the_admin_api_needs_its_token_and_lists_plugins() {
 #[tokio::test]
 async fn plugins_reach_no_file_environment_or_network() {
     let server = TestServer::start().await;
-    server.ingest_ok(json!([item("sale.order", 1, "create")])).await;
-    assert_eq!(set_plugins(&server, &hostile_toml("escape", "time_ms = 2000")).await.status(), 200);
-    let answer = server.pull_ok(&session(5), &pull_body(5, "d", "hostile_app")).await;
+    server
+        .ingest_ok(json!([item("sale.order", 1, "create")]))
+        .await;
+    assert_eq!(
+        set_plugins(&server, &hostile_toml("escape", "time_ms = 2000"))
+            .await
+            .status(),
+        200
+    );
+    let answer = server
+        .pull_ok(&session(5), &pull_body(5, "d", "hostile_app"))
+        .await;
     assert_eq!(
         answer["events"][0]["data"],
         json!({"file": false, "env_vars": 0, "network": false})
