@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
     world: "feed-plugin",
 });
 
-pub use smartsync::plugin::types as wit;
+pub use self::smartsync::plugin::types as wit;
 
 use super::{CallContext, Manifest as HostManifest, Shaped, ShapedPayload};
 
