@@ -601,3 +601,37 @@ async fn plugins_reach_no_file_environment_or_network() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_plugin_written_in_python_serves_a_feed() {
+    // sdk/python/app.py, built by scripts/build-plugins with componentize-py.
+    let wasm = plugin_wasm("python_example");
+    let server = TestServer::start().await;
+    let toml = format!(
+        "{}[plugins.python]\napp_type = \"python_app\"\nwasm = {:?}\nconfig = {{ only_own_orders = true }}\nlimits = {{ time_ms = 5000 }}\n",
+        bundled_plugins_toml(),
+        wasm.display().to_string()
+    );
+    let reload = set_plugins(&server, &toml).await;
+    assert_eq!(
+        reload.status(),
+        200,
+        "{}",
+        reload.text().await.unwrap_or_default()
+    );
+    server
+        .ingest_ok(json!([
+            {"model": "sale.order", "record_id": 1, "event": "create", "payload": {"user_id": 5}},
+            {"model": "sale.order", "record_id": 2, "event": "create", "payload": {"user_id": 9}},
+            {"model": "res.partner", "record_id": 3, "event": "write"},
+            {"model": "stock.picking", "record_id": 4, "event": "write"},
+        ]))
+        .await;
+    let answer = server
+        .pull_ok(&session(5), &pull_body(5, "py", "python_app"))
+        .await;
+    assert_eq!(event_ids(&answer), vec![1, 3]);
+    assert_eq!(answer["events"][0]["data"], json!({"written_in": "python"}));
+    assert_eq!(answer["events"][0]["payload"], json!({"user_id": 5}));
+    server.stop().await;
+}
