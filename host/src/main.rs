@@ -111,15 +111,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("smartsync: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -157,6 +151,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("smartsync: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn load_config(flag: Option<&Path>) -> Result<Config, smartsync::config::ConfigError> {
     let from_env = std::env::var_os("SMARTSYNC_CONFIG").map(PathBuf::from);
     let default = Path::new("smartsync.toml");
@@ -181,15 +185,9 @@ fn init_logging(config: &Config) {
 }
 
 fn plugin_command(command: PluginCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("smartsync: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match command {
@@ -257,15 +255,9 @@ fn replay_command(config_path: Option<&Path>, command: PluginCommand) -> ExitCod
     // A dry run: no watching, no writes beyond what opening the database needs.
     config.plugins.watch = false;
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("smartsync: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result: anyhow::Result<String> = runtime.block_on(async move {
         let app = smartsync::server::open_app(config).await?;

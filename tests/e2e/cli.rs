@@ -56,6 +56,41 @@ fn a_bad_config_names_the_key_and_the_file() {
     assert!(stderr.contains("server.listen"), "{stderr}");
 }
 
+/// Starts the real `smartsync serve` in `dir` (the embedded default, plus any plugins.toml the
+/// test put there) on `port`, and waits until it answers.
+async fn serve(dir: &std::path::Path, port: u16, stderr: Stdio) -> std::process::Child {
+    let child = Command::new(smartsync_bin())
+        .current_dir(dir)
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start smartsync");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(&health).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// The ingest token the embedded default generated beside its database, under ./data/.
+fn ingest_token(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("data/secrets.toml"))
+        .expect("secrets")
+        .lines()
+        .find_map(|l| l.strip_prefix("ingest_token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ingest token")
+        .to_string()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -67,32 +102,10 @@ fn free_port() -> u16 {
 async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut child = Command::new(smartsync_bin())
-        .current_dir(dir.path())
-        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start smartsync");
+    let mut child = serve(dir.path(), port, Stdio::piped()).await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The embedded default generated its secrets beside the database, under ./data/.
-    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
-    let token = secrets
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest_token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("ingest token")
-        .to_string();
+    let token = ingest_token(dir.path());
     let hook = client
         .post(format!("{base}/api/v2/webhooks/odoo?token={token}"))
         .json(
@@ -147,22 +160,7 @@ async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     );
 
     // Start again: the device's position was written on the way down.
-    let mut child = Command::new(smartsync_bin())
-        .current_dir(dir.path())
-        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smartsync");
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = serve(dir.path(), port, Stdio::null()).await;
     let state: Value = client
         .get(format!(
             "{base}/api/v2/sync/state?user_id=5&device_id=android-1"
@@ -292,31 +290,10 @@ async fn memory_bombs_are_stopped_and_the_memory_comes_back() {
         ),
     )
     .expect("plugins.toml");
-    let mut child = Command::new(smartsync_bin())
-        .current_dir(dir.path())
-        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smartsync");
+    let mut child = serve(dir.path(), port, Stdio::null()).await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
-    let token = secrets
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest_token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("ingest token")
-        .to_string();
+    let token = ingest_token(dir.path());
     let hook = client
         .post(format!(
             "{base}/api/v2/webhooks/odoo?token={token}&event=write"
@@ -366,31 +343,10 @@ async fn plugin_replay_shows_what_a_device_would_get_without_moving_it() {
         ),
     )
     .expect("plugins.toml");
-    let mut child = Command::new(smartsync_bin())
-        .current_dir(dir.path())
-        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smartsync");
+    let mut child = serve(dir.path(), port, Stdio::null()).await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let secrets = std::fs::read_to_string(dir.path().join("data/secrets.toml")).expect("secrets");
-    let token = secrets
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest_token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("ingest token")
-        .to_string();
+    let token = ingest_token(dir.path());
     for id in 1..=3 {
         let hook = client
             .post(format!(
