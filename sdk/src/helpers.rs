@@ -1,7 +1,11 @@
 //! Conveniences on the contract's types.
 
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::{Context, Event, Manifest, PayloadChange, PluginError, ShapedEvent};
 
@@ -29,50 +33,136 @@ impl Manifest {
     }
 }
 
-/// A payload parsed once, for reading several fields.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload(pub Map<String, Value>);
+/// A payload split into its fields, each still JSON text borrowed from the event: reading a
+/// field parses only that field, so a plugin pays for what it reads.
+#[derive(Debug, Clone, Default)]
+pub struct Payload<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
 
-impl Payload {
-    /// A field's value; Odoo sends `false` for empty fields, which reads as `None` here.
-    pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0
-            .get(field)
-            .filter(|v| !matches!(v, Value::Bool(false) | Value::Null))
+impl<'a> Payload<'a> {
+    /// Splits a JSON object; `None` when `json` is not one.
+    pub fn parse(json: &'a str) -> Option<Payload<'a>> {
+        serde_json::from_str::<Fields<'a>>(json)
+            .ok()
+            .map(|Fields(fields)| Payload { fields })
     }
 
-    /// An integer field, such as a many2one id (`"user_id": 5`).
+    /// A field's JSON text; Odoo sends `false` for empty fields, which reads as `None` here.
+    pub fn raw(&self, field: &str) -> Option<&'a RawValue> {
+        self.fields
+            .iter()
+            .find(|(key, _)| key == field)
+            .map(|(_, value)| *value)
+            .filter(|v| !matches!(v.get(), "false" | "null"))
+    }
+
+    /// A field's value, parsed.
+    pub fn get(&self, field: &str) -> Option<Value> {
+        serde_json::from_str(self.raw(field)?.get()).ok()
+    }
+
+    /// An integer field, such as a many2one id (`"user_id": 5`, or `[5, "Name"]` when read
+    /// with names).
     pub fn id(&self, field: &str) -> Option<i64> {
-        match self.get(field)? {
-            Value::Number(n) => n.as_i64(),
-            // A many2one read with its name: [5, "Mitchell Admin"].
-            Value::Array(pair) => pair.first().and_then(Value::as_i64),
-            _ => None,
+        let text = self.raw(field)?.get();
+        if text.starts_with('[') {
+            return serde_json::from_str::<Vec<Value>>(text)
+                .ok()?
+                .first()
+                .and_then(Value::as_i64);
         }
+        text.parse().ok()
     }
 
     /// A text field, such as a selection (`"state": "assigned"`).
-    pub fn str(&self, field: &str) -> Option<&str> {
-        self.get(field)?.as_str()
+    pub fn str(&self, field: &str) -> Option<Cow<'a, str>> {
+        let raw = self.raw(field)?;
+        serde_json::from_str::<Text<'a>>(raw.get())
+            .ok()
+            .map(|Text(t)| t)
     }
 
     /// Keeps only `fields`.
     pub fn retain(&mut self, fields: &[String]) {
-        self.0.retain(|key, _| fields.iter().any(|f| f == key));
+        self.fields
+            .retain(|(key, _)| fields.iter().any(|f| f == key));
     }
 
+    /// The fields as a JSON object.
     pub fn to_json(&self) -> String {
-        Value::Object(self.0.clone()).to_string()
+        let mut out = String::from("{");
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(key.as_ref()).unwrap_or_default());
+            out.push(':');
+            out.push_str(value.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// The entries of a JSON object in order, values left as text.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Text(key), value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+                    fields.push((key, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Chars;
+        impl<'de> Visitor<'de> for Chars {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_string())))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(Chars)
     }
 }
 
 impl Event {
-    /// The payload as a JSON object; `None` when there is none or it is not an object.
-    pub fn payload(&self) -> Option<Payload> {
-        match serde_json::from_str(self.payload.as_deref()?) {
-            Ok(Value::Object(map)) => Some(Payload(map)),
-            _ => None,
-        }
+    /// The payload split into fields; `None` when there is none or it is not a JSON object.
+    pub fn payload(&self) -> Option<Payload<'_>> {
+        Payload::parse(self.payload.as_deref()?)
     }
 }
 
@@ -86,10 +176,11 @@ impl ShapedEvent {
         }
     }
 
-    /// The event with another payload (or none).
-    pub fn with_payload(mut self, payload: Option<&Payload>) -> ShapedEvent {
+    /// The event with another payload (a JSON object, as [`Payload::to_json`] makes it), or
+    /// none.
+    pub fn with_payload(mut self, payload: Option<String>) -> ShapedEvent {
         self.payload = match payload {
-            Some(payload) => PayloadChange::Replace(payload.to_json()),
+            Some(json) => PayloadChange::Replace(json),
             None => PayloadChange::Drop,
         };
         self
@@ -113,4 +204,48 @@ impl ShapedEvent {
 /// Reads the plugin's `config` table from plugins.toml into `T`.
 pub fn parse_config<T: DeserializeOwned>(ctx: &Context) -> Result<T, PluginError> {
     serde_json::from_str(&ctx.config).map_err(|e| PluginError::BadConfig(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_read_as_odoo_sends_them() {
+        let json = r#"{"id": 7, "user_id": [5, "Mitchell"], "partner_id": false, "note": null,
+                       "state": "assigned", "name": "S\"0\u00e9", "amount": 12.5, "tags": [1, 2]}"#;
+        let payload = Payload::parse(json).expect("an object");
+        assert_eq!(payload.id("id"), Some(7));
+        assert_eq!(payload.id("user_id"), Some(5));
+        assert_eq!(payload.id("partner_id"), None);
+        assert_eq!(payload.id("note"), None);
+        assert_eq!(payload.id("missing"), None);
+        assert_eq!(payload.id("state"), None);
+        assert_eq!(payload.str("state").as_deref(), Some("assigned"));
+        assert!(matches!(payload.str("state"), Some(Cow::Borrowed(_))));
+        assert_eq!(payload.str("name").as_deref(), Some("S\"0é"));
+        assert_eq!(payload.str("amount"), None);
+        assert_eq!(payload.get("amount"), Some(serde_json::json!(12.5)));
+        assert_eq!(payload.get("partner_id"), None);
+    }
+
+    #[test]
+    fn retained_fields_make_a_valid_object() {
+        let mut payload =
+            Payload::parse(r#"{"id": 1, "na\"me": "x", "state": {"a": [1]}, "drop": 3}"#)
+                .expect("an object");
+        payload.retain(&["id".into(), "na\"me".into(), "state".into()]);
+        let json: Value = serde_json::from_str(&payload.to_json()).expect("valid JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"id": 1, "na\"me": "x", "state": {"a": [1]}})
+        );
+    }
+
+    #[test]
+    fn only_objects_are_payloads() {
+        assert!(Payload::parse("[1, 2]").is_none());
+        assert!(Payload::parse("{not json").is_none());
+        assert!(Payload::parse("{}").is_some());
+    }
 }

@@ -79,7 +79,8 @@ impl Plugin for DeliveryApp {
             let payload = event.payload();
             if event.kind != EventKind::Unlink {
                 let field = |name: &str| payload.as_ref().and_then(|p| p.str(name));
-                if config.only_outgoing && field("picking_type_code") != Some("outgoing") {
+                if config.only_outgoing && field("picking_type_code").as_deref() != Some("outgoing")
+                {
                     continue;
                 }
                 let assignee = payload.as_ref().and_then(|p| p.id(&config.assignee_field));
@@ -91,7 +92,7 @@ impl Plugin for DeliveryApp {
             let status = payload
                 .as_ref()
                 .and_then(|p| p.str("state"))
-                .map(delivery_status);
+                .map(|state| delivery_status(&state).to_string());
             let event = ShapedEvent::keep(event);
             shaped.push(match status {
                 Some(status) => event.with_data(json!({ "status": status })),

@@ -78,13 +78,17 @@ impl Plugin for SalesApp {
                 continue;
             }
 
-            shaped.push(match (&fields, payload) {
-                (None, _) => ShapedEvent::keep(event),
+            let trimmed = match (&fields, payload) {
+                (None, _) => None,
                 (Some(fields), Some(mut payload)) => {
                     payload.retain(fields);
-                    ShapedEvent::keep(event).with_payload(Some(&payload))
+                    Some(Some(payload.to_json()))
                 }
-                (Some(_), None) => ShapedEvent::keep(event).with_payload(None),
+                (Some(_), None) => Some(None),
+            };
+            shaped.push(match trimmed {
+                None => ShapedEvent::keep(event),
+                Some(json) => ShapedEvent::keep(event).with_payload(json),
             });
         }
         Ok(shaped)
