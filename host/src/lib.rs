@@ -5,6 +5,7 @@
 //! (`positions`). `http` is the HTTP surface; `server` starts and stops it all.
 
 pub mod app;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -5,13 +5,13 @@
 //! position past every event it scanned: those it returns and those the feed does not want.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::coalesce::{AnswerEvent, coalesce};
 use crate::error::{ApiError, ApiResult};
-use crate::event::{LoggedEvent, now_rfc3339};
+use crate::event::now_rfc3339;
 use crate::identity::Identity;
 use crate::log::ModelFilter;
 use crate::plugin::{ActivePlugin, AppFeed, CallContext, OnUpgrade, PluginFailure};
@@ -32,6 +32,9 @@ pub struct PullRequest {
     /// Resume from this earlier `next_sync_token` instead of the position the server keeps.
     #[serde(default)]
     pub sync_token: Option<String>,
+    /// Send only the latest change of each record in this answer (see `coalesce`).
+    #[serde(default)]
+    pub coalesce: bool,
 }
 
 /// Why a device must drop its local copy and start again from the head of the log.
@@ -54,23 +57,8 @@ impl ResetReason {
     }
 }
 
-/// One event of an answer: as the log rendered it, or as a plugin shaped it.
-pub enum WireEvent {
-    Logged(Arc<LoggedEvent>),
-    Shaped(String),
-}
-
-impl WireEvent {
-    pub fn as_str(&self) -> &str {
-        match self {
-            WireEvent::Logged(e) => &e.wire,
-            WireEvent::Shaped(s) => s,
-        }
-    }
-}
-
 pub struct PullAnswer {
-    pub events: Vec<WireEvent>,
+    pub events: Vec<AnswerEvent>,
     pub next_sync_token: String,
     pub has_more: bool,
     pub reset: Option<ResetReason>,
@@ -79,7 +67,7 @@ pub struct PullAnswer {
 impl PullAnswer {
     /// The 200 body: the seed's fields first, then the additive ones.
     pub fn to_json(&self) -> String {
-        let events_len: usize = self.events.iter().map(|e| e.as_str().len() + 1).sum();
+        let events_len: usize = self.events.iter().map(|e| e.size_hint() + 1).sum();
         let mut out = String::with_capacity(160 + events_len + self.next_sync_token.len());
         let _ = write!(
             out,
@@ -91,7 +79,7 @@ impl PullAnswer {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(event.as_str());
+            event.render(&mut out);
         }
         // Tokens are base64url: nothing in them needs escaping.
         let _ = write!(
@@ -144,7 +132,7 @@ fn check_user(identity: &Identity, user_id: i64) -> ApiResult<()> {
 
 /// A page of a feed: what to send, and where it leaves the device.
 struct Page {
-    events: Vec<WireEvent>,
+    events: Vec<AnswerEvent>,
     scanned_to: i64,
     has_more: bool,
 }
@@ -178,7 +166,10 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
         Some(token) => Some(verify_token(app, device.key(), token)?),
         None => device.state().map(|s| (s.position, s.feed_epoch)),
     };
-    let read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
+    let mut read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
+    if request.coalesce {
+        read.page.events = coalesce(std::mem::take(&mut read.page.events));
+    }
 
     let now = now_rfc3339();
     let (sync_count, first_sync_time) = match device.state() {
@@ -299,7 +290,7 @@ async fn read_feed(
                 .await
                 .map_err(ApiError::internal)?;
             Page {
-                events: scan.events.into_iter().map(WireEvent::Logged).collect(),
+                events: scan.events.into_iter().map(AnswerEvent::Logged).collect(),
                 scanned_to: scan.scanned_to,
                 has_more: scan.has_more,
             }
@@ -385,11 +376,11 @@ async fn plugin_page(
                 return Err(ApiError::internal("shaped event missing from its input"));
             };
             page.scanned_to = source.event.id;
-            page.events
-                .push(WireEvent::Shaped(source.event.wire_json_with(
-                    out.payload.resolve(source.event.payload.as_deref()),
-                    out.data.as_deref(),
-                )));
+            page.events.push(AnswerEvent::Shaped {
+                source: source.clone(),
+                payload: out.payload,
+                data: out.data,
+            });
         }
         if !fits {
             page.has_more = true;

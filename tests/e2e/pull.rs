@@ -355,3 +355,47 @@ async fn pulls_read_the_database_when_the_tail_does_not_reach_back() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn coalesce_sends_the_latest_change_of_each_record_and_moves_past_all() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([
+            {"model": "sale.order", "record_id": 1, "event": "create", "payload": {"state": "draft"}},
+            {"model": "sale.order", "record_id": 2, "event": "write", "changed_fields": ["state"]},
+            {"model": "sale.order", "record_id": 1, "event": "write", "payload": {"state": "sale"}, "changed_fields": ["state"]},
+            {"model": "sale.order", "record_id": 3, "event": "create"},
+            {"model": "sale.order", "record_id": 2, "event": "write", "changed_fields": ["note"]},
+            {"model": "sale.order", "record_id": 3, "event": "unlink"},
+            {"model": "res.partner", "record_id": 1, "event": "write"},
+        ]))
+        .await;
+    let mut body = sales("c", 100);
+    body["coalesce"] = json!(true);
+    let answer = server.pull_ok(&session(5), &body).await;
+    let events = answer["events"].as_array().expect("events");
+    let summary: Vec<(i64, &str, i64, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_i64().expect("id"),
+                e["model"].as_str().expect("model"),
+                e["record_id"].as_i64().expect("record"),
+                e["event"].as_str().expect("kind"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(3, "sale.order", 1, "create"), (5, "sale.order", 2, "write"), (7, "res.partner", 1, "write")]
+    );
+    assert_eq!(events[0]["payload"], json!({"state": "sale"}));
+    assert_eq!(events[1]["changed_fields"], json!(["state", "note"]));
+    assert_eq!(answer["new_events_count"], 3);
+    // The position moved past all seven events.
+    let next = server.pull_ok(&session(5), &body).await;
+    assert_eq!(next["events"], json!([]));
+    // Without the option the same log gives every change.
+    assert_eq!(event_ids(&server.pull_ok(&session(5), &sales("plain", 100)).await).len(), 7);
+    server.stop().await;
+}

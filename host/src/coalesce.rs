@@ -1,0 +1,251 @@
+//! Coalescing: within one answer, only the latest change of each record.
+//!
+//! | the record's changes in the answer | what is sent |
+//! |---|---|
+//! | `create`, then `write`s | one `create`, with the latest payload |
+//! | `write`s | one `write`, with the union of their `changed_fields` (none when one is unknown) |
+//! | anything, then `unlink` | `unlink` |
+//! | `create` ... `unlink` | nothing: the record came and went |
+//!
+//! The coalesced event takes the id and timestamp of the record's last change, and answers stay
+//! in id order. The device's position still moves past every event read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::event::{Event, EventKind, LoggedEvent};
+use crate::plugin::ShapedPayload;
+
+/// One event of an answer: as the log holds it, as a plugin shaped it, or merged.
+pub enum AnswerEvent {
+    Logged(Arc<LoggedEvent>),
+    Shaped {
+        source: Arc<LoggedEvent>,
+        payload: ShapedPayload,
+        data: Option<String>,
+    },
+    Merged {
+        event: Event,
+        data: Option<String>,
+    },
+}
+
+impl AnswerEvent {
+    pub fn event(&self) -> &Event {
+        match self {
+            AnswerEvent::Logged(e) | AnswerEvent::Shaped { source: e, .. } => &e.event,
+            AnswerEvent::Merged { event, .. } => event,
+        }
+    }
+
+    /// The payload the client receives.
+    fn payload(&self) -> Option<&str> {
+        match self {
+            AnswerEvent::Logged(e) => e.event.payload.as_deref(),
+            AnswerEvent::Shaped {
+                source, payload, ..
+            } => payload.resolve(source.event.payload.as_deref()),
+            AnswerEvent::Merged { event, .. } => event.payload.as_deref(),
+        }
+    }
+
+    fn data(&self) -> Option<&str> {
+        match self {
+            AnswerEvent::Logged(_) => None,
+            AnswerEvent::Shaped { data, .. } | AnswerEvent::Merged { data, .. } => data.as_deref(),
+        }
+    }
+
+    /// Appends the event's JSON to `out`.
+    pub fn render(&self, out: &mut String) {
+        match self {
+            AnswerEvent::Logged(e) => out.push_str(&e.wire),
+            other => out.push_str(&other.event().wire_json_with(other.payload(), other.data())),
+        }
+    }
+
+    /// Roughly how long the rendered event is.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            AnswerEvent::Logged(e) => e.wire.len(),
+            other => 128 + other.payload().map_or(0, str::len) + other.data().map_or(0, str::len),
+        }
+    }
+}
+
+/// Applies the table above to `events`, which are in id order.
+pub fn coalesce(events: Vec<AnswerEvent>) -> Vec<AnswerEvent> {
+    let mut groups: HashMap<(String, i64), Vec<AnswerEvent>> = HashMap::new();
+    for event in events {
+        let key = (event.event().model.clone(), event.event().record_id);
+        groups.entry(key).or_default().push(event);
+    }
+    let mut out: Vec<AnswerEvent> = groups.into_values().filter_map(merge).collect();
+    out.sort_by_key(|e| e.event().id);
+    out
+}
+
+/// One record's changes, oldest first, as one event (or none).
+fn merge(mut changes: Vec<AnswerEvent>) -> Option<AnswerEvent> {
+    let first_kind = changes.first()?.event().kind;
+    let last = changes.pop()?;
+    if changes.is_empty() {
+        return Some(last);
+    }
+    match (first_kind, last.event().kind) {
+        (EventKind::Create, EventKind::Unlink) => None,
+        (_, EventKind::Unlink) => Some(last),
+        (first_kind, _) => {
+            let mut event = last.event().clone();
+            event.payload = last.payload().map(str::to_string).or_else(|| {
+                changes
+                    .iter()
+                    .rev()
+                    .find_map(|c| c.payload().map(str::to_string))
+            });
+            event.kind = first_kind;
+            event.changed_fields = match first_kind {
+                // A created record is sent whole.
+                EventKind::Create => None,
+                _ => union_of_changed_fields(changes.iter().chain([&last])),
+            };
+            let data = last.data().map(str::to_string);
+            Some(AnswerEvent::Merged { event, data })
+        }
+    }
+}
+
+fn union_of_changed_fields<'a>(
+    changes: impl Iterator<Item = &'a AnswerEvent>,
+) -> Option<Vec<String>> {
+    let mut union: Vec<String> = Vec::new();
+    for change in changes {
+        for field in change.event().changed_fields.as_ref()? {
+            if !union.contains(field) {
+                union.push(field.clone());
+            }
+        }
+    }
+    Some(union)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(
+        id: i64,
+        record_id: i64,
+        kind: EventKind,
+        payload: Option<&str>,
+        fields: Option<&[&str]>,
+    ) -> AnswerEvent {
+        AnswerEvent::Logged(LoggedEvent::new(Event {
+            id,
+            model: "sale.order".into(),
+            record_id,
+            kind,
+            timestamp: format!("2024-01-15T10:00:{id:02}Z"),
+            payload: payload.map(str::to_string),
+            changed_fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
+            received_at: "2024-01-15T10:00:00Z".into(),
+        }))
+    }
+
+    fn summary(
+        events: &[AnswerEvent],
+    ) -> Vec<(i64, i64, EventKind, Option<String>, Option<Vec<String>>)> {
+        events
+            .iter()
+            .map(|e| {
+                let ev = e.event();
+                (
+                    ev.id,
+                    ev.record_id,
+                    ev.kind,
+                    e.payload().map(str::to_string),
+                    ev.changed_fields.clone(),
+                )
+            })
+            .collect()
+    }
+
+    use EventKind::{Create, Unlink, Write};
+
+    #[test]
+    fn create_then_writes_is_one_create_with_the_latest_payload() {
+        let out = coalesce(vec![
+            change(1, 7, Create, Some(r#"{"state":"draft"}"#), None),
+            change(2, 7, Write, Some(r#"{"state":"sale"}"#), Some(&["state"])),
+            change(3, 7, Write, None, Some(&["note"])),
+        ]);
+        assert_eq!(
+            summary(&out),
+            vec![(3, 7, Create, Some(r#"{"state":"sale"}"#.into()), None)]
+        );
+        assert_eq!(out[0].event().timestamp, "2024-01-15T10:00:03Z");
+    }
+
+    #[test]
+    fn writes_are_one_write_with_the_union_of_changed_fields() {
+        let out = coalesce(vec![
+            change(1, 7, Write, Some(r#"{"a":1}"#), Some(&["a"])),
+            change(2, 7, Write, Some(r#"{"b":2}"#), Some(&["b", "a"])),
+        ]);
+        assert_eq!(
+            summary(&out),
+            vec![(
+                2,
+                7,
+                Write,
+                Some(r#"{"b":2}"#.into()),
+                Some(vec!["a".into(), "b".into()])
+            )]
+        );
+        // A write that does not say what changed makes the union unknown.
+        let out = coalesce(vec![
+            change(1, 7, Write, None, Some(&["a"])),
+            change(2, 7, Write, None, None),
+        ]);
+        assert_eq!(summary(&out), vec![(2, 7, Write, None, None)]);
+    }
+
+    #[test]
+    fn anything_then_unlink_is_unlink_and_create_then_unlink_is_nothing() {
+        let out = coalesce(vec![
+            change(1, 7, Write, None, None),
+            change(2, 7, Unlink, None, None),
+            change(3, 8, Create, None, None),
+            change(4, 8, Write, None, None),
+            change(5, 8, Unlink, None, None),
+        ]);
+        assert_eq!(summary(&out), vec![(2, 7, Unlink, None, None)]);
+    }
+
+    #[test]
+    fn records_stay_apart_and_answers_stay_in_id_order() {
+        let out = coalesce(vec![
+            change(1, 7, Create, None, None),
+            change(2, 8, Write, None, None),
+            change(3, 7, Write, None, None),
+            change(4, 9, Unlink, None, None),
+        ]);
+        let ids: Vec<(i64, i64, EventKind)> = out
+            .iter()
+            .map(|e| (e.event().id, e.event().record_id, e.event().kind))
+            .collect();
+        assert_eq!(ids, vec![(2, 8, Write), (3, 7, Create), (4, 9, Unlink)]);
+    }
+
+    #[test]
+    fn the_same_record_id_in_two_models_is_two_records() {
+        let mut partner = change(2, 7, Unlink, None, None);
+        if let AnswerEvent::Logged(e) = &partner {
+            let mut ev = e.event.clone();
+            ev.model = "res.partner".into();
+            partner = AnswerEvent::Logged(LoggedEvent::new(ev));
+        }
+        let out = coalesce(vec![change(1, 7, Create, None, None), partner]);
+        assert_eq!(out.len(), 2);
+    }
+}
