@@ -152,9 +152,10 @@ mod tests {
         }))
     }
 
-    fn summary(
-        events: &[AnswerEvent],
-    ) -> Vec<(i64, i64, EventKind, Option<String>, Option<Vec<String>>)> {
+    /// (id, record_id, kind, payload, changed_fields) of each event.
+    type Summary = (i64, i64, EventKind, Option<String>, Option<Vec<String>>);
+
+    fn summary(events: &[AnswerEvent]) -> Vec<Summary> {
         events
             .iter()
             .map(|e| {

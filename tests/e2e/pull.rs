@@ -387,7 +387,11 @@ async fn coalesce_sends_the_latest_change_of_each_record_and_moves_past_all() {
         .collect();
     assert_eq!(
         summary,
-        vec![(3, "sale.order", 1, "create"), (5, "sale.order", 2, "write"), (7, "res.partner", 1, "write")]
+        vec![
+            (3, "sale.order", 1, "create"),
+            (5, "sale.order", 2, "write"),
+            (7, "res.partner", 1, "write")
+        ]
     );
     assert_eq!(events[0]["payload"], json!({"state": "sale"}));
     assert_eq!(events[1]["changed_fields"], json!(["state", "note"]));
@@ -396,6 +400,9 @@ async fn coalesce_sends_the_latest_change_of_each_record_and_moves_past_all() {
     let next = server.pull_ok(&session(5), &body).await;
     assert_eq!(next["events"], json!([]));
     // Without the option the same log gives every change.
-    assert_eq!(event_ids(&server.pull_ok(&session(5), &sales("plain", 100)).await).len(), 7);
+    assert_eq!(
+        event_ids(&server.pull_ok(&session(5), &sales("plain", 100)).await).len(),
+        7
+    );
     server.stop().await;
 }
