@@ -31,6 +31,8 @@ pub struct App {
     pub auth: Authenticator,
     pub secrets: Secrets,
     pub plugins: Arc<Reloader>,
+    /// Set when the server begins to shut down: long-polling pulls answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     feeds: HashMap<String, Arc<Feed>>,
 }
 
@@ -65,6 +67,7 @@ impl App {
             auth,
             secrets,
             plugins,
+            stopping: tokio::sync::watch::Sender::new(false),
             feeds,
         }
     }

@@ -155,6 +155,8 @@ pub struct SyncConfig {
     pub scan_window: i64,
     /// How often positions kept in memory are written to the database, in milliseconds.
     pub position_flush_ms: u64,
+    /// The longest `wait` a pull may ask for, in seconds; longer waits are shortened to it.
+    pub max_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -259,6 +261,7 @@ impl Default for SyncConfig {
             max_limit: 1000,
             scan_window: 10_000,
             position_flush_ms: 200,
+            max_wait_secs: 60,
         }
     }
 }

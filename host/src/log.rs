@@ -9,11 +9,14 @@
 //! The tail holds the newest events with their wire form pre-rendered, so that a device that is
 //! up to date, the common case, is answered without touching the database.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, LoggedEvent, NewEvent};
@@ -92,6 +95,88 @@ struct Shared {
     store: Arc<dyn EventStore>,
     tail: RwLock<Tail>,
     head: watch::Sender<i64>,
+    wakeups: Wakeups,
+}
+
+/// Whom to wake when events are committed: long-polling pulls wait on the models they read, so
+/// a commit wakes only the waiters that could care about it.
+#[derive(Default)]
+struct Wakeups {
+    by_model: parking_lot::Mutex<HashMap<String, Arc<Notify>>>,
+    /// Waiters that read every model.
+    any: Arc<Notify>,
+}
+
+impl Wakeups {
+    fn notifiers(&self, models: ModelFilter<'_>) -> Vec<Arc<Notify>> {
+        match models {
+            None => vec![self.any.clone()],
+            Some(models) => {
+                let mut by_model = self.by_model.lock();
+                models
+                    .iter()
+                    .map(|m| by_model.entry(m.clone()).or_default().clone())
+                    .collect()
+            }
+        }
+    }
+
+    fn wake(&self, models: &[&str]) {
+        {
+            let by_model = self.by_model.lock();
+            for model in models {
+                if let Some(notify) = by_model.get(*model) {
+                    notify.notify_waiters();
+                }
+            }
+        }
+        self.any.notify_waiters();
+    }
+}
+
+/// A subscription to commits of some models.
+pub struct Changes {
+    notifies: Vec<Arc<Notify>>,
+}
+
+impl Changes {
+    /// Starts listening: commits from now on are caught, even before [`Armed::wait`] is called.
+    /// Arm before reading the log, so that a commit between the read and the wait is not missed.
+    pub fn arm(&self) -> Armed<'_> {
+        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = self
+            .notifies
+            .iter()
+            .map(|n| Box::pin(n.notified()))
+            .collect();
+        for wait in &mut waits {
+            wait.as_mut().enable();
+        }
+        Armed { waits }
+    }
+}
+
+/// A listening subscription.
+pub struct Armed<'a> {
+    waits: Vec<Pin<Box<tokio::sync::futures::Notified<'a>>>>,
+}
+
+impl Armed<'_> {
+    /// Resolves at the first commit of one of the models since [`Changes::arm`].
+    pub async fn wait(mut self) {
+        std::future::poll_fn(|cx| {
+            // Poll every one, so that each holds this task's waker.
+            let mut ready = false;
+            for wait in &mut self.waits {
+                ready |= wait.as_mut().poll(cx).is_ready();
+            }
+            if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 pub struct EventLog {
@@ -125,6 +210,7 @@ impl EventLog {
             store,
             tail: RwLock::new(tail),
             head: watch::Sender::new(head),
+            wakeups: Wakeups::default(),
         });
         let (writer, requests) = mpsc::channel(4096);
         let (stop, stopped) = watch::channel(false);
@@ -158,6 +244,13 @@ impl EventLog {
     /// The id of the newest committed event.
     pub fn head(&self) -> i64 {
         *self.shared.head.borrow()
+    }
+
+    /// A subscription to commits of `models` (every model when `None`).
+    pub fn changes(&self, models: ModelFilter<'_>) -> Changes {
+        Changes {
+            notifies: self.shared.wakeups.notifiers(models),
+        }
     }
 
     /// A receiver that changes whenever the head moves.
@@ -338,6 +431,12 @@ fn publish(
         .filter(|(_, answer)| !answer.duplicate)
         .map(|(event, answer)| LoggedEvent::new(Event::from_new(answer.id, event)))
         .collect();
+    let mut touched: Vec<String> = Vec::new();
+    for entry in &entries {
+        if !touched.contains(&entry.event.model) {
+            touched.push(entry.event.model.clone());
+        }
+    }
     let head = {
         let mut tail = shared.tail.write();
         for entry in entries {
@@ -350,9 +449,78 @@ fn publish(
         *current = head;
         moved
     });
+    let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+    shared.wakeups.wake(&touched);
     let mut offset = 0;
     for (reply, &count) in replies.into_iter().zip(counts) {
         let _ = reply.send(Ok(answers[offset..offset + count].to_vec()));
         offset += count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::event::{EventKind, now_rfc3339};
+    use crate::store::SqliteStore;
+
+    fn new_event(model: &str) -> NewEvent {
+        NewEvent {
+            model: model.into(),
+            record_id: 1,
+            kind: EventKind::Write,
+            timestamp: now_rfc3339(),
+            payload: None,
+            changed_fields: None,
+            dedupe_key: None,
+            received_at: now_rfc3339(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_wakes_only_the_waiters_of_its_models() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
+            .await
+            .expect("store");
+        let limits = TailLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let log = EventLog::open(Arc::new(store), limits, 100)
+            .await
+            .expect("log");
+        let pickings = [String::from("stock.picking")];
+        let for_pickings = log.changes(Some(&pickings));
+        let for_everything = log.changes(None);
+        let picking_waiter = for_pickings.arm();
+        let any_waiter = for_everything.arm();
+
+        log.append(vec![new_event("sale.order")])
+            .await
+            .expect("append");
+        let mut picking_waiter = Box::pin(picking_waiter.wait());
+        let short = Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(short, &mut picking_waiter)
+                .await
+                .is_err(),
+            "an order woke a waiter of pickings"
+        );
+        tokio::time::timeout(short, any_waiter.wait())
+            .await
+            .expect("an order wakes a waiter of every model");
+
+        log.append(vec![new_event("stock.picking")])
+            .await
+            .expect("append");
+        tokio::time::timeout(short, picking_waiter)
+            .await
+            .expect("a picking wakes a waiter of pickings");
+        log.close().await;
     }
 }

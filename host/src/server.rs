@@ -129,6 +129,7 @@ impl Server {
     /// Stops accepting connections, lets requests in flight finish (up to
     /// `server.shutdown_grace_secs`), commits queued events and writes every position.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.app.stopping.send_replace(true);
         let _ = self.stop.send(true);
         let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, self.serve_task).await {

@@ -35,6 +35,10 @@ pub struct PullRequest {
     /// Send only the latest change of each record in this answer (see `coalesce`).
     #[serde(default)]
     pub coalesce: bool,
+    /// When nothing new waits, hold the request up to this many seconds for an event of this
+    /// feed to arrive (long-poll).
+    #[serde(default)]
+    pub wait: Option<f64>,
 }
 
 /// Why a device must drop its local copy and start again from the head of the log.
@@ -152,38 +156,89 @@ fn limit_of(app: &App, requested: Option<i64>) -> ApiResult<usize> {
 pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiResult<PullAnswer> {
     check_user(identity, request.user_id)?;
     check_device_id(&request.device_id)?;
-    let feed = app.feed(&request.app_type)?;
+    app.feed(&request.app_type)?;
     let limit = limit_of(app, request.limit)?;
+    let wait = wait_of(app, request.wait)?;
+    let deadline = tokio::time::Instant::now() + wait;
     let key = DeviceKey {
         user_id: request.user_id,
         device_id: request.device_id,
         app_type: request.app_type,
     };
-
-    let device = app.positions.lock(key).await.map_err(ApiError::internal)?;
-    // Where the device is, and the version of the feed that put it there.
-    let known = match &request.sync_token {
-        Some(token) => Some(verify_token(app, device.key(), token)?),
-        None => device.state().map(|s| (s.position, s.feed_epoch)),
+    let mut stopping = app.stopping.subscribe();
+    // Where the device is, and the version of the feed that put it there: the token's, else
+    // the server's.
+    let mut start = match &request.sync_token {
+        Some(token) => Some(verify_token(app, &key, token)?),
+        None => None,
     };
-    let mut read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
-    if request.coalesce {
-        read.page.events = coalesce(std::mem::take(&mut read.page.events));
+    loop {
+        // Resolved again each time round: plugins.toml may change while a pull waits.
+        let feed = app.feed(&key.app_type)?;
+        let changes = app.log.changes(feed_models(&feed).as_deref());
+        let armed = changes.arm();
+        let device = app
+            .positions
+            .lock(key.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        let known = start.or_else(|| device.state().map(|s| (s.position, s.feed_epoch)));
+        let mut read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
+        let nothing_yet =
+            read.page.events.is_empty() && !read.page.has_more && read.reset.is_none();
+        if nothing_yet && tokio::time::Instant::now() < deadline && !*stopping.borrow() {
+            // Hold the request without holding the device: carry on from what was scanned.
+            start = Some((read.page.scanned_to, read.feed_epoch));
+            drop(device);
+            tokio::select! {
+                () = armed.wait() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = crate::util::stopped(&mut stopping) => {}
+            }
+            continue;
+        }
+        if request.coalesce {
+            read.page.events = coalesce(std::mem::take(&mut read.page.events));
+        }
+        let now = now_rfc3339();
+        let (sync_count, first_sync_time) = match device.state() {
+            Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
+            None => (1, now.clone()),
+        };
+        device.commit(DeviceState {
+            position: read.page.scanned_to,
+            sync_count,
+            first_sync_time,
+            last_sync_time: now,
+            feed_epoch: read.feed_epoch,
+        });
+        return Ok(read.into_answer(app));
     }
+}
 
-    let now = now_rfc3339();
-    let (sync_count, first_sync_time) = match device.state() {
-        Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
-        None => (1, now.clone()),
-    };
-    device.commit(DeviceState {
-        position: read.page.scanned_to,
-        sync_count,
-        first_sync_time,
-        last_sync_time: now,
-        feed_epoch: read.feed_epoch,
-    });
-    Ok(read.into_answer(app))
+/// How long a pull may wait for events, capped by `sync.max_wait_secs`.
+fn wait_of(app: &App, requested: Option<f64>) -> ApiResult<std::time::Duration> {
+    match requested {
+        None => Ok(std::time::Duration::ZERO),
+        Some(secs) if !secs.is_finite() || secs < 0.0 => Err(ApiError::invalid_field(
+            "wait",
+            "must be a number of seconds, 0 or more",
+        )),
+        Some(secs) => Ok(std::time::Duration::from_secs_f64(
+            secs.min(app.config.sync.max_wait_secs as f64),
+        )),
+    }
+}
+
+/// The models a feed reads; `None` is every model.
+fn feed_models(feed: &AppFeed) -> Option<Vec<String>> {
+    match feed {
+        AppFeed::Models(models) => Some(models.models.clone()),
+        AppFeed::Plugin(active) => {
+            let models = &active.plugin.manifest.models;
+            (!models.is_empty()).then(|| models.clone())
+        }
+    }
 }
 
 /// What a device would receive, read without moving it: `smartsync plugin replay`. Starts at

@@ -4,6 +4,7 @@ mod cli;
 mod durability;
 mod http_surface;
 mod ingest;
+mod longpoll;
 mod odoo_auth;
 mod plugins;
 mod pull;
