@@ -157,6 +157,8 @@ pub struct SyncConfig {
     pub position_flush_ms: u64,
     /// The longest `wait` a pull may ask for, in seconds; longer waits are shortened to it.
     pub max_wait_secs: u64,
+    /// How often an idle event stream sends a heartbeat, in seconds.
+    pub stream_heartbeat_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -262,6 +264,7 @@ impl Default for SyncConfig {
             scan_window: 10_000,
             position_flush_ms: 200,
             max_wait_secs: 60,
+            stream_heartbeat_secs: 15,
         }
     }
 }
@@ -469,6 +472,9 @@ impl Config {
                 "`ingest.max_batch_events` and `ingest.group_commit_max_events` must be at least 1"
                     .into(),
             );
+        }
+        if self.sync.stream_heartbeat_secs == 0 {
+            return Err("`sync.stream_heartbeat_secs` must be at least 1".into());
         }
         if self.plugins.watch_interval_ms == 0 {
             return Err("`plugins.watch_interval_ms` must be at least 1".into());

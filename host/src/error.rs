@@ -103,6 +103,21 @@ impl ApiError {
         )
     }
 
+    /// The JSON body this error answers with.
+    pub fn body_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_default()
+    }
+
+    fn body(&self) -> Body<'_> {
+        Body {
+            status: "error",
+            code: self.code,
+            message: &self.message,
+            field: self.field.as_deref(),
+            kind: self.kind,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -126,14 +141,7 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            status: "error",
-            code: self.code,
-            message: &self.message,
-            field: self.field.as_deref(),
-            kind: self.kind,
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

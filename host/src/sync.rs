@@ -159,61 +159,129 @@ pub async fn pull(app: &App, identity: &Identity, request: PullRequest) -> ApiRe
     app.feed(&request.app_type)?;
     let limit = limit_of(app, request.limit)?;
     let wait = wait_of(app, request.wait)?;
-    let deadline = tokio::time::Instant::now() + wait;
     let key = DeviceKey {
         user_id: request.user_id,
         device_id: request.device_id,
         app_type: request.app_type,
     };
-    let mut stopping = app.stopping.subscribe();
-    // Where the device is, and the version of the feed that put it there: the token's, else
-    // the server's.
-    let mut start = match &request.sync_token {
-        Some(token) => Some(verify_token(app, &key, token)?),
-        None => None,
-    };
-    loop {
-        // Resolved again each time round: plugins.toml may change while a pull waits.
-        let feed = app.feed(&key.app_type)?;
-        let changes = app.log.changes(feed_models(&feed).as_deref());
-        let armed = changes.arm();
-        let device = app
-            .positions
-            .lock(key.clone())
-            .await
-            .map_err(ApiError::internal)?;
-        let known = start.or_else(|| device.state().map(|s| (s.position, s.feed_epoch)));
-        let mut read = read_feed(app, identity, &feed, device.key(), known, limit).await?;
-        let nothing_yet =
-            read.page.events.is_empty() && !read.page.has_more && read.reset.is_none();
-        if nothing_yet && tokio::time::Instant::now() < deadline && !*stopping.borrow() {
-            // Hold the request without holding the device: carry on from what was scanned.
-            start = Some((read.page.scanned_to, read.feed_epoch));
-            drop(device);
-            tokio::select! {
-                () = armed.wait() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                () = crate::util::stopped(&mut stopping) => {}
-            }
-            continue;
-        }
-        if request.coalesce {
-            read.page.events = coalesce(std::mem::take(&mut read.page.events));
-        }
-        let now = now_rfc3339();
-        let (sync_count, first_sync_time) = match device.state() {
-            Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
-            None => (1, now.clone()),
+    let mut cursor = DeviceCursor::new(app, identity, key, request.sync_token.as_deref())?;
+    cursor.limit = limit;
+    cursor.coalesce = request.coalesce;
+    cursor
+        .next(app, Some(tokio::time::Instant::now() + wait))
+        .await
+}
+
+/// A device reading its feed page after page: a pull is one page, a stream many.
+pub struct DeviceCursor {
+    key: DeviceKey,
+    identity: Identity,
+    /// Where to read from next, when not the position the server keeps (a token's, or what a
+    /// waiting read scanned past).
+    start: Option<(i64, u64)>,
+    pub limit: usize,
+    pub coalesce: bool,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl DeviceCursor {
+    /// A cursor at `sync_token` when given, else at the position the server keeps.
+    pub fn new(
+        app: &App,
+        identity: &Identity,
+        key: DeviceKey,
+        sync_token: Option<&str>,
+    ) -> ApiResult<DeviceCursor> {
+        let start = match sync_token {
+            Some(token) => Some(verify_token(app, &key, token)?),
+            None => None,
         };
-        device.commit(DeviceState {
-            position: read.page.scanned_to,
-            sync_count,
-            first_sync_time,
-            last_sync_time: now,
-            feed_epoch: read.feed_epoch,
-        });
-        return Ok(read.into_answer(app));
+        Ok(DeviceCursor {
+            limit: usize::try_from(app.config.sync.default_limit).unwrap_or(100),
+            key,
+            identity: identity.clone(),
+            start,
+            coalesce: false,
+            stopping: app.stopping.subscribe(),
+        })
     }
+
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Reads the next page and moves the device past it. When nothing waits, waits for a
+    /// commit of the feed's models until `deadline` (forever when `None`) or shutdown, then
+    /// answers what there is, maybe nothing.
+    pub async fn next(
+        &mut self,
+        app: &App,
+        deadline: Option<tokio::time::Instant>,
+    ) -> ApiResult<PullAnswer> {
+        loop {
+            // Resolved again each time round: plugins.toml may change while a pull waits.
+            let feed = app.feed(&self.key.app_type)?;
+            let changes = app.log.changes(feed_models(&feed).as_deref());
+            let armed = changes.arm();
+            let device = app
+                .positions
+                .lock(self.key.clone())
+                .await
+                .map_err(ApiError::internal)?;
+            let known = self
+                .start
+                .or_else(|| device.state().map(|s| (s.position, s.feed_epoch)));
+            let mut read =
+                read_feed(app, &self.identity, &feed, device.key(), known, self.limit).await?;
+            let nothing_yet =
+                read.page.events.is_empty() && !read.page.has_more && read.reset.is_none();
+            let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
+            if nothing_yet && time_left && !self.stopping() {
+                // Wait without holding the device: carry on from what was scanned.
+                self.start = Some((read.page.scanned_to, read.feed_epoch));
+                drop(device);
+                let until = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = armed.wait() => {}
+                    () = until => {}
+                    () = crate::util::stopped(&mut self.stopping) => {}
+                }
+                continue;
+            }
+            if self.coalesce {
+                read.page.events = coalesce(std::mem::take(&mut read.page.events));
+            }
+            let now = now_rfc3339();
+            let (sync_count, first_sync_time) = match device.state() {
+                Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
+                None => (1, now.clone()),
+            };
+            device.commit(DeviceState {
+                position: read.page.scanned_to,
+                sync_count,
+                first_sync_time,
+                last_sync_time: now,
+                feed_epoch: read.feed_epoch,
+            });
+            // From here on the device's kept position is where to read.
+            self.start = None;
+            return Ok(read.into_answer(app));
+        }
+    }
+}
+
+/// Checks a stream's request: the caller's own device, a known app_type.
+pub fn check_stream(app: &App, identity: &Identity, key: &DeviceKey) -> ApiResult<()> {
+    check_user(identity, key.user_id)?;
+    check_device_id(&key.device_id)?;
+    app.feed(&key.app_type)?;
+    Ok(())
 }
 
 /// How long a pull may wait for events, capped by `sync.max_wait_secs`.

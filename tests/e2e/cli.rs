@@ -285,7 +285,7 @@ async fn memory_bombs_are_stopped_and_the_memory_comes_back() {
     std::fs::write(
         dir.path().join("plugins.toml"),
         format!(
-            "[plugins.bomb]\napp_type = \"bomb_app\"\nwasm = {:?}\nconfig = {{ mode = \"memory\" }}\nlimits = {{ memory_mb = 64, quarantine_after = 1000 }}\n",
+            "[plugins.bomb]\napp_type = \"bomb_app\"\nwasm = {:?}\nconfig = {{ mode = \"memory\" }}\nlimits = {{ memory_mb = 64, time_ms = 10000, quarantine_after = 1000 }}\n",
             smartsync_tests::plugin_wasm("hostile").display().to_string()
         ),
     )

@@ -10,3 +10,4 @@ mod plugins;
 mod pull;
 mod seed_clients;
 mod seed_python;
+mod stream;

@@ -1,12 +1,15 @@
 //! `POST /api/v2/sync/pull` and `GET /api/v2/sync/state`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -14,12 +17,14 @@ use serde::Deserialize;
 use super::{body, identify, json_response, parse_json};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::sync::{self, PullRequest, StateAnswer};
+use crate::positions::DeviceKey;
+use crate::sync::{self, DeviceCursor, PullRequest, StateAnswer};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v2/sync/pull", post(pull))
         .route("/api/v2/sync/state", get(state))
+        .route("/api/v2/sync/stream", get(stream))
 }
 
 async fn pull(
@@ -59,4 +64,76 @@ async fn state(
         .ok_or_else(|| ApiError::invalid_field("device_id", "missing"))?;
     let answer = sync::state(&app, &identity, user_id, device_id, params.app_type).await?;
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    user_id: Option<String>,
+    device_id: Option<String>,
+    app_type: Option<String>,
+    /// Browsers' EventSource cannot send headers: the session may come here instead of
+    /// `X-Session-Id`.
+    session_id: Option<String>,
+}
+
+/// `GET /api/v2/sync/stream`: the device's feed as Server-Sent Events. Each batch is one event
+/// whose `id` is its sync token (`Last-Event-ID` resumes from it) and whose data is a pull
+/// answer; the device's position moves as batches are sent.
+async fn stream(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let session = headers
+        .get(super::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(params.session_id.as_deref());
+    let identity = app.auth.verify(session).await?;
+    let user_id = params
+        .user_id
+        .ok_or_else(|| ApiError::invalid_field("user_id", "missing"))?
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| ApiError::invalid_field("user_id", "must be an integer"))?;
+    let key = DeviceKey {
+        user_id,
+        device_id: params
+            .device_id
+            .ok_or_else(|| ApiError::invalid_field("device_id", "missing"))?,
+        app_type: params
+            .app_type
+            .ok_or_else(|| ApiError::invalid_field("app_type", "missing"))?,
+    };
+    sync::check_stream(&app, &identity, &key)?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let cursor = DeviceCursor::new(&app, &identity, key, resume)?;
+    let heartbeat = Duration::from_secs(app.config.sync.stream_heartbeat_secs);
+    let events = futures_util::stream::unfold(Some((app, cursor)), |state| async move {
+        let (app, mut cursor) = state?;
+        loop {
+            match cursor.next(&app, None).await {
+                Ok(answer) if answer.events.is_empty() && answer.reset.is_none() => {
+                    if cursor.stopping() {
+                        return None;
+                    }
+                }
+                Ok(answer) => {
+                    let event = Event::default()
+                        .id(answer.next_sync_token.clone())
+                        .data(answer.to_json());
+                    return Some((Ok::<_, Infallible>(event), Some((app, cursor))));
+                }
+                // The stream ends with the error, as a pull would have answered it.
+                Err(e) => {
+                    let event = Event::default().event("error").data(e.body_json());
+                    return Some((Ok(event), None));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .into_response())
 }
