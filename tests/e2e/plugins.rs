@@ -371,6 +371,26 @@ async fn the_server_notices_plugins_toml_changes_by_itself() {
     server.stop().await;
 }
 
+/// Serves sales_app from a copy of its .wasm in the server's directory, so that a test can
+/// replace it: (the copy's path, the original bytes, the plugins.toml in force).
+async fn own_copy_of_sales_plugin(
+    server: &TestServer,
+    on_upgrade: &str,
+) -> (std::path::PathBuf, Vec<u8>, String) {
+    let wasm = server.dir.path().join("sales_copy.wasm");
+    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
+    std::fs::write(&wasm, &original).expect("copy wasm");
+    let toml = bundled_plugins_toml().replace(
+        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
+        &format!(
+            "{:?}\non_upgrade = \"{on_upgrade}\"",
+            wasm.display().to_string()
+        ),
+    );
+    assert_eq!(set_plugins(server, &toml).await.status(), 200);
+    (wasm, original, toml)
+}
+
 /// The same component with one more custom section: another version hash, the same behaviour.
 fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
     let mut section = vec![tag.len() as u8];
@@ -385,14 +405,7 @@ fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
 #[tokio::test]
 async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_head() {
     let server = TestServer::start().await;
-    let wasm = server.dir.path().join("sales_copy.wasm");
-    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
-    std::fs::write(&wasm, &original).expect("copy wasm");
-    let toml = bundled_plugins_toml().replace(
-        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
-        &format!("{:?}\non_upgrade = \"reset\"", wasm.display().to_string()),
-    );
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    let (wasm, original, toml) = own_copy_of_sales_plugin(&server, "reset").await;
     server
         .ingest_ok(json!([
             item("sale.order", 1, "create"),
@@ -446,14 +459,7 @@ async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_head
 #[tokio::test]
 async fn on_upgrade_continue_keeps_devices_where_they_are() {
     let server = TestServer::start().await;
-    let wasm = server.dir.path().join("sales_copy.wasm");
-    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
-    std::fs::write(&wasm, &original).expect("copy wasm");
-    let toml = bundled_plugins_toml().replace(
-        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
-        &format!("{:?}", wasm.display().to_string()),
-    );
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    let (wasm, original, toml) = own_copy_of_sales_plugin(&server, "continue").await;
     server
         .ingest_ok(json!([item("sale.order", 1, "create")]))
         .await;
@@ -483,14 +489,7 @@ async fn no_pull_fails_while_plugins_are_reloaded_under_load() {
                 .collect::<Vec<_>>()
         ))
         .await;
-    let wasm = server.dir.path().join("sales_copy.wasm");
-    let original = std::fs::read(plugin_wasm("sales_app")).expect("read wasm");
-    std::fs::write(&wasm, &original).expect("copy wasm");
-    let toml = bundled_plugins_toml().replace(
-        &format!("{:?}", plugin_wasm("sales_app").display().to_string()),
-        &format!("{:?}", wasm.display().to_string()),
-    );
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    let (wasm, original, toml) = own_copy_of_sales_plugin(&server, "continue").await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut pullers = Vec::new();

@@ -38,6 +38,18 @@ async fn pull(
     Ok(json_response(answer.to_json()))
 }
 
+/// A query parameter that must be there.
+fn required(name: &str, value: Option<String>) -> ApiResult<String> {
+    value.ok_or_else(|| ApiError::invalid_field(name, "missing"))
+}
+
+fn user_id_param(value: Option<String>) -> ApiResult<i64> {
+    required("user_id", value)?
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| ApiError::invalid_field("user_id", "must be an integer"))
+}
+
 #[derive(Deserialize)]
 struct StateParams {
     user_id: Option<String>,
@@ -53,15 +65,8 @@ async fn state(
     let identity = identify(&app, &headers).await?;
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let user_id = params
-        .user_id
-        .ok_or_else(|| ApiError::invalid_field("user_id", "missing"))?
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| ApiError::invalid_field("user_id", "must be an integer"))?;
-    let device_id = params
-        .device_id
-        .ok_or_else(|| ApiError::invalid_field("device_id", "missing"))?;
+    let user_id = user_id_param(params.user_id)?;
+    let device_id = required("device_id", params.device_id)?;
     let answer = sync::state(&app, &identity, user_id, device_id, params.app_type).await?;
     Ok(Json(answer))
 }
@@ -91,20 +96,11 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .or(params.session_id.as_deref());
     let identity = app.auth.verify(session).await?;
-    let user_id = params
-        .user_id
-        .ok_or_else(|| ApiError::invalid_field("user_id", "missing"))?
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| ApiError::invalid_field("user_id", "must be an integer"))?;
+    let user_id = user_id_param(params.user_id)?;
     let key = DeviceKey {
         user_id,
-        device_id: params
-            .device_id
-            .ok_or_else(|| ApiError::invalid_field("device_id", "missing"))?,
-        app_type: params
-            .app_type
-            .ok_or_else(|| ApiError::invalid_field("app_type", "missing"))?,
+        device_id: required("device_id", params.device_id)?,
+        app_type: required("app_type", params.app_type)?,
     };
     sync::check_stream(&app, &identity, &key)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
