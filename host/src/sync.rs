@@ -222,8 +222,11 @@ impl DeviceCursor {
         loop {
             // Resolved again each time round: plugins.toml may change while a pull waits.
             let feed = app.feed(&self.key.app_type)?;
-            let changes = app.log.changes(feed_models(&feed).as_deref());
-            let armed = changes.arm();
+            // Only a pull that may wait listens for commits: a plain pull pays nothing for it.
+            let may_wait =
+                deadline.is_none_or(|d| tokio::time::Instant::now() < d) && !self.stopping();
+            let changes = may_wait.then(|| app.log.changes(feed_models(&feed).as_deref()));
+            let armed = changes.as_ref().map(|c| c.arm());
             let device = app
                 .positions
                 .lock(self.key.clone())
@@ -237,7 +240,11 @@ impl DeviceCursor {
             let nothing_yet =
                 read.page.events.is_empty() && !read.page.has_more && read.reset.is_none();
             let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
-            if nothing_yet && time_left && !self.stopping() {
+            if let Some(armed) = armed
+                && nothing_yet
+                && time_left
+                && !self.stopping()
+            {
                 // Wait without holding the device: carry on from what was scanned.
                 self.start = Some((read.page.scanned_to, read.feed_epoch));
                 drop(device);
