@@ -29,6 +29,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub log: LogConfig,
     pub plugins: PluginsConfig,
+    pub retention: RetentionConfig,
     /// The app_types clients may name in a pull, and what each one sees when plugins.toml has
     /// no plugin for it.
     pub app_types: BTreeMap<String, AppTypeConfig>,
@@ -196,6 +197,125 @@ impl Default for PluginsConfig {
     }
 }
 
+/// How long the log keeps events. A device whose position falls behind what is kept is told to
+/// reset (`cursor_too_old`), never handed a log with a hole in it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Events received longer ago than this are pruned: a number and a unit (`30d`, `12h`,
+    /// `90m`, `45s`); `0` keeps events whatever their age.
+    pub max_age: Span,
+    /// At most this many of the newest events are kept; 0 sets no limit.
+    pub max_events: u64,
+    /// How often the pruner looks for events to prune, in seconds.
+    pub interval_secs: u64,
+    /// Events deleted per transaction, so that ingest never waits long for the database.
+    pub batch_events: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: Span::from_secs(30 * 86_400),
+            max_events: 0,
+            interval_secs: 60,
+            batch_events: 2_000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Whether anything is ever pruned.
+    pub fn prunes(&self) -> bool {
+        !self.max_age.is_zero() || self.max_events > 0
+    }
+}
+
+/// A length of time written as a number and a unit: `30d`, `12h`, `90m`, `45s` (`0`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(std::time::Duration);
+
+impl Span {
+    pub const fn from_secs(secs: u64) -> Span {
+        Span(std::time::Duration::from_secs(secs))
+    }
+
+    pub fn duration(self) -> std::time::Duration {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Span::from_secs(0));
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit_secs = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        match number.parse::<u64>() {
+            Ok(n) if unit_secs > 0 => n
+                .checked_mul(unit_secs)
+                .map(Span::from_secs)
+                .ok_or_else(|| format!("{text:?} is too long")),
+            _ => Err(format!(
+                "{text:?} is not a length of time: write a number and a unit, as in \"30d\", \"12h\", \"90m\" or \"45s\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            0 => write!(f, "0"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        // `0` arrives as an integer from TOML and from environment variables.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(text) => text,
+            Raw::Number(n) => n.to_string(),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -326,6 +446,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             log: LogConfig::default(),
             plugins: PluginsConfig::default(),
+            retention: RetentionConfig::default(),
             app_types,
         }
     }
@@ -475,6 +596,11 @@ impl Config {
         }
         if self.sync.stream_heartbeat_secs == 0 {
             return Err("`sync.stream_heartbeat_secs` must be at least 1".into());
+        }
+        if self.retention.interval_secs == 0 || self.retention.batch_events == 0 {
+            return Err(
+                "`retention.interval_secs` and `retention.batch_events` must be at least 1".into(),
+            );
         }
         if self.plugins.watch_interval_ms == 0 {
             return Err("`plugins.watch_interval_ms` must be at least 1".into());
@@ -671,5 +797,41 @@ mod tests {
             .expect_err("static without sessions")
             .to_string();
         assert!(msg.contains("auth.sessions"), "{msg}");
+
+        let (_dir, path) = write("[retention]\nmax_age = \"30 days\"\n");
+        let msg = Config::load(Some(&path), env(&[]))
+            .expect_err("bad span")
+            .to_string();
+        assert!(msg.contains("retention.max_age"), "{msg}");
+        assert!(msg.contains("30d"), "{msg}");
+    }
+
+    #[test]
+    fn spans_read_and_write_with_their_unit() {
+        for (text, secs) in [
+            ("0", 0),
+            ("45s", 45),
+            ("90m", 5400),
+            ("12h", 43_200),
+            ("30d", 2_592_000),
+        ] {
+            let span: Span = text.parse().expect(text);
+            assert_eq!(span.duration().as_secs(), secs, "{text}");
+        }
+        assert_eq!(Span::from_secs(5400).to_string(), "90m");
+        assert_eq!(Span::from_secs(61).to_string(), "61s");
+        for bad in ["", "d", "3", "3w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad:?} was accepted");
+        }
+        let config = Config::load(
+            None,
+            env(&[
+                ("SMARTSYNC_RETENTION__MAX_AGE", "0"),
+                ("SMARTSYNC_RETENTION__MAX_EVENTS", "500"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert!(config.retention.max_age.is_zero());
+        assert_eq!(config.retention.max_events, 500);
     }
 }

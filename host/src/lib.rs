@@ -2,7 +2,7 @@
 //!
 //! Odoo posts changes (`ingest`) into the log (`log`, stored by `store`); devices pull what
 //! their app_type's feed lets through (`sync`), and the server remembers where each device is
-//! (`positions`). `http` is the HTTP surface; `server` starts and stops it all.
+//! (`positions`); `retention` prunes old events. `http` is the HTTP surface; `server` starts and stops it all.
 
 pub mod app;
 pub mod coalesce;
@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod log;
 pub mod plugin;
 pub mod positions;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod store;

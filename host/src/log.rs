@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::Poll;
 
 use parking_lot::RwLock;
@@ -38,6 +39,9 @@ pub struct Scan {
     pub scanned_to: i64,
     /// More matching events, or events not yet scanned, wait after `scanned_to`.
     pub has_more: bool,
+    /// Events after the scan's start were pruned before it could read them: the scan may have a
+    /// hole, and the reader must start over.
+    pub pruned: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +76,18 @@ impl Tail {
         }
     }
 
+    /// Forgets the events with an id up to `through` (at most the head).
+    fn drop_through(&mut self, through: i64) {
+        while let Some(front) = self.events.front() {
+            if front.event.id > through {
+                break;
+            }
+            self.bytes -= front.weight();
+            self.events.pop_front();
+        }
+        self.floor = self.floor.max(through.min(self.head()));
+    }
+
     /// Index of the first event with an id above `after`.
     fn start(&self, after: i64) -> usize {
         self.events.partition_point(|e| e.event.id <= after)
@@ -96,6 +112,9 @@ struct Shared {
     tail: RwLock<Tail>,
     head: watch::Sender<i64>,
     wakeups: Wakeups,
+    /// Every event with an id up to this one may have been pruned. Raised before events are
+    /// deleted, so that a reader who checks it after reading knows whether it may have missed one.
+    pruned_through: AtomicI64,
 }
 
 /// Whom to wake when events are committed: long-polling pulls wait on the models they read, so
@@ -194,6 +213,7 @@ impl EventLog {
         group_max_events: usize,
     ) -> Result<EventLog, StoreError> {
         let last = store.last_event_id().await?;
+        let pruned_through = store.pruned_through().await?;
         let newest = store.newest(limits.max_events).await?;
         let mut tail = Tail {
             floor: newest.first().map_or(last, |e| e.id - 1),
@@ -211,6 +231,7 @@ impl EventLog {
             tail: RwLock::new(tail),
             head: watch::Sender::new(head),
             wakeups: Wakeups::default(),
+            pruned_through: AtomicI64::new(pruned_through),
         });
         let (writer, requests) = mpsc::channel(4096);
         let (stop, stopped) = watch::channel(false);
@@ -246,6 +267,41 @@ impl EventLog {
         *self.shared.head.borrow()
     }
 
+    /// Every event with an id up to this one may have been pruned: a reader positioned before it
+    /// cannot be brought up to date event by event. Check it after reading, not before: pruning
+    /// raises it first and deletes afterwards.
+    pub fn pruned_through(&self) -> i64 {
+        self.shared.pruned_through.load(Ordering::SeqCst)
+    }
+
+    /// Prunes the events with an id up to `through` (at most the head), `batch` at a time, each
+    /// batch its own short transaction so that appends never wait long. Returns how many events
+    /// were deleted.
+    pub async fn prune_through(&self, through: i64, batch: u64) -> Result<u64, StoreError> {
+        let through = through.min(self.head());
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            let floor = self.pruned_through();
+            if floor >= through {
+                return Ok(deleted);
+            }
+            let next = through.min(floor.saturating_add(batch));
+            // Published before anything is deleted: a read that misses a deleted event sees,
+            // when it checks afterwards, that its position is older than what is kept.
+            self.shared.pruned_through.fetch_max(next, Ordering::SeqCst);
+            self.shared.tail.write().drop_through(next);
+            deleted += self.shared.store.prune(next).await?;
+            // Let queued appends and reads have the database between two batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The highest id such that it and every event before it were received before `cutoff`.
+    pub async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
+        self.shared.store.received_before(cutoff).await
+    }
+
     /// A subscription to commits of `models` (every model when `None`).
     pub fn changes(&self, models: ModelFilter<'_>) -> Changes {
         Changes {
@@ -259,8 +315,23 @@ impl EventLog {
     }
 
     /// Reads up to `limit` events of `models` after `after`, from memory when the tail reaches
-    /// back that far, else from the store, scanning at most `window` ids there.
+    /// back that far, else from the store, scanning at most `window` ids there. A scan that
+    /// starts before [`EventLog::pruned_through`] says so in [`Scan::pruned`].
     pub async fn scan(
+        &self,
+        after: i64,
+        models: ModelFilter<'_>,
+        limit: usize,
+        window: i64,
+    ) -> Result<Scan, StoreError> {
+        let mut scan = self.scan_unchecked(after, models, limit, window).await?;
+        // Pruning publishes its floor before it deletes: checked after reading, this catches a
+        // read that a delete overtook.
+        scan.pruned = after < self.pruned_through();
+        Ok(scan)
+    }
+
+    async fn scan_unchecked(
         &self,
         after: i64,
         models: ModelFilter<'_>,
@@ -272,9 +343,8 @@ impl EventLog {
             let head = tail.head();
             if after >= head {
                 return Ok(Scan {
-                    events: Vec::new(),
                     scanned_to: after,
-                    has_more: false,
+                    ..Scan::default()
                 });
             }
             if after >= tail.floor {
@@ -299,6 +369,7 @@ impl EventLog {
             events,
             scanned_to,
             has_more: full || upto < head,
+            pruned: false,
         })
     }
 
@@ -338,7 +409,7 @@ fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -
     let mut scan = Scan {
         events: Vec::with_capacity(limit.min(256)),
         scanned_to: after,
-        has_more: false,
+        ..Scan::default()
     };
     for entry in tail.events.range(tail.start(after)..) {
         if wants(models, &entry.event.model) {
@@ -478,6 +549,116 @@ mod tests {
             dedupe_key: None,
             received_at: now_rfc3339(),
         }
+    }
+
+    /// The SQLite store, with reads held at a gate until the test opens it.
+    struct GatedStore {
+        inner: SqliteStore,
+        entered: Notify,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for GatedStore {
+        async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
+            self.inner.append(events).await
+        }
+        async fn last_event_id(&self) -> Result<i64, StoreError> {
+            self.inner.last_event_id().await
+        }
+        async fn read_after(
+            &self,
+            after: i64,
+            upto: i64,
+            models: Option<&[String]>,
+            limit: usize,
+        ) -> Result<Vec<Event>, StoreError> {
+            self.entered.notify_one();
+            let _pass = self.gate.acquire().await;
+            self.inner.read_after(after, upto, models, limit).await
+        }
+        async fn count_after(
+            &self,
+            after: i64,
+            models: Option<&[String]>,
+        ) -> Result<u64, StoreError> {
+            self.inner.count_after(after, models).await
+        }
+        async fn newest(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+            self.inner.newest(n).await
+        }
+        async fn pruned_through(&self) -> Result<i64, StoreError> {
+            self.inner.pruned_through().await
+        }
+        async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
+            self.inner.received_before(cutoff).await
+        }
+        async fn prune(&self, through: i64) -> Result<u64, StoreError> {
+            self.inner.prune(through).await
+        }
+        async fn load_device(
+            &self,
+            key: &crate::positions::DeviceKey,
+        ) -> Result<Option<crate::positions::DeviceState>, StoreError> {
+            self.inner.load_device(key).await
+        }
+        async fn save_devices(
+            &self,
+            devices: &[(crate::positions::DeviceKey, crate::positions::DeviceState)],
+        ) -> Result<(), StoreError> {
+            self.inner.save_devices(devices).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn close(&self) {
+            self.inner.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_overtaken_by_pruning_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let inner = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
+            .await
+            .expect("store");
+        let store = Arc::new(GatedStore {
+            inner,
+            entered: Notify::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        // A two-event tail: older events are read from the store.
+        let limits = TailLimits {
+            max_events: 2,
+            max_bytes: 1 << 20,
+        };
+        let log = Arc::new(
+            EventLog::open(store.clone(), limits, 100)
+                .await
+                .expect("log"),
+        );
+        log.append((0..20).map(|_| new_event("sale.order")).collect())
+            .await
+            .expect("append");
+
+        // A scan from 5 is held inside the store while events up to 10 are pruned.
+        let reader = {
+            let log = log.clone();
+            tokio::spawn(async move { log.scan(5, None, 5, 1000).await })
+        };
+        store.entered.notified().await;
+        assert_eq!(log.prune_through(10, 3).await.expect("prune"), 10);
+        store.gate.add_permits(100);
+        let overtaken = reader.await.expect("reader").expect("scan");
+        assert_eq!(overtaken.events.first().map(|e| e.event.id), Some(11));
+        assert!(overtaken.pruned, "a scan with a hole in it was not flagged");
+
+        // From the new floor on, nothing is missing.
+        let fine = log.scan(10, None, 5, 1000).await.expect("scan");
+        assert!(!fine.pruned);
+        assert_eq!(fine.events.first().map(|e| e.event.id), Some(11));
+        log.close().await;
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serve_task: JoinHandle<std::io::Result<()>>,
     flush_task: JoinHandle<()>,
+    prune_task: JoinHandle<()>,
 }
 
 /// Opens the database (running migrations), loads the log's tail and starts serving.
@@ -55,6 +56,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
     if let Some(every) = watch_every {
         tokio::spawn(app.plugins.clone().watch(every, stopped.clone()));
     }
+    let prune_task = tokio::spawn(crate::retention::run(app.clone(), stopped.clone()));
     let flush_task = tokio::spawn(flush_positions(app.clone(), flush_every, stopped));
     tracing::info!(%addr, head = app.log.head(), "smartsync listening");
     Ok(Server {
@@ -63,6 +65,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         stop,
         serve_task,
         flush_task,
+        prune_task,
     })
 }
 
@@ -139,6 +142,7 @@ impl Server {
             Err(_) => tracing::warn!("requests still in flight after the grace period"),
         }
         let _ = self.flush_task.await;
+        let _ = self.prune_task.await;
         self.app.log.close().await;
         let flushed = self.app.positions.flush().await;
         self.app.store.close().await;

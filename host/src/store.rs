@@ -61,6 +61,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// The newest `n` events, oldest first.
     async fn newest(&self, n: usize) -> Result<Vec<Event>, StoreError>;
 
+    /// Every event with an id up to this one may have been pruned (0: nothing was).
+    async fn pruned_through(&self) -> Result<i64, StoreError>;
+
+    /// The highest id such that it and every event before it were received before `cutoff`
+    /// (an RFC 3339 UTC time as [`crate::event::now_rfc3339`] writes it); 0 when none was.
+    async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError>;
+
+    /// Deletes the events with `id <= through` and records `through` as pruned, in one
+    /// transaction. Returns how many events were deleted.
+    async fn prune(&self, through: i64) -> Result<u64, StoreError>;
+
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError>;
 
     /// Writes the given device states in one transaction.

@@ -47,6 +47,10 @@ pub enum ResetReason {
     /// The device's position lies beyond the log's newest event: the log it was reading is not
     /// this one (the database was replaced).
     CursorAhead,
+    /// The device's position lies before the oldest event the log keeps: events it never
+    /// received were pruned by retention. Also what a device that never pulled is told once the
+    /// beginning of the log was pruned: its first copy must come from Odoo.
+    CursorTooOld,
     /// The app_type's plugin changed since the device last pulled, and the plugin is set to
     /// `on_upgrade = "reset"`: the old version may have left out records the new one sends.
     PluginChanged,
@@ -56,6 +60,7 @@ impl ResetReason {
     pub fn as_str(self) -> &'static str {
         match self {
             ResetReason::CursorAhead => "cursor_ahead",
+            ResetReason::CursorTooOld => "cursor_too_old",
             ResetReason::PluginChanged => "plugin_changed",
         }
     }
@@ -111,6 +116,10 @@ pub struct StateAnswer {
     pub last_event_id: i64,
     pub app_type: String,
     pub pending_events: u64,
+    /// Whether the device's next pull will tell it to start over, and why.
+    pub reset_required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_reason: Option<&'static str>,
 }
 
 fn check_device_id(device_id: &str) -> ApiResult<()> {
@@ -135,10 +144,15 @@ fn check_user(identity: &Identity, user_id: i64) -> ApiResult<()> {
 }
 
 /// A page of a feed: what to send, and where it leaves the device.
+#[derive(Default)]
 struct Page {
     events: Vec<AnswerEvent>,
     scanned_to: i64,
     has_more: bool,
+    /// Events the page should hold were pruned while it was read (see [`Scan::pruned`]).
+    ///
+    /// [`Scan::pruned`]: crate::log::Scan::pruned
+    pruned: bool,
 }
 
 fn limit_of(app: &App, requested: Option<i64>) -> ApiResult<usize> {
@@ -385,28 +399,13 @@ async fn read_feed(
     known: Option<(i64, u64)>,
     limit: usize,
 ) -> ApiResult<FeedRead> {
-    let (start, start_epoch) = known.unwrap_or((0, 0));
-    let feed_epoch = match feed {
-        AppFeed::Plugin(active) => active.plugin.epoch,
-        AppFeed::Models(_) => 0,
-    };
-    let head = app.log.head();
-    let reset = if start > head {
-        Some(ResetReason::CursorAhead)
-    } else if let AppFeed::Plugin(active) = feed
-        && active.on_upgrade == OnUpgrade::Reset
-        && known.is_some()
-        && start_epoch != feed_epoch
-    {
-        Some(ResetReason::PluginChanged)
-    } else {
-        None
-    };
+    let start = known.map_or(0, |(position, _)| position);
+    let feed_epoch = feed_epoch_of(feed);
+    let reset = reset_due(app, Some(feed), known);
     let page = match (reset, feed) {
         (Some(_), _) => Page {
-            events: Vec::new(),
-            scanned_to: head,
-            has_more: false,
+            scanned_to: app.log.head(),
+            ..Page::default()
         },
         (None, AppFeed::Models(models)) => {
             let scan = app
@@ -423,6 +422,7 @@ async fn read_feed(
                 events: scan.events.into_iter().map(AnswerEvent::Logged).collect(),
                 scanned_to: scan.scanned_to,
                 has_more: scan.has_more,
+                pruned: scan.pruned,
             }
         }
         (None, AppFeed::Plugin(active)) => {
@@ -437,12 +437,50 @@ async fn read_feed(
             plugin_page(app, active, &ctx, start, limit).await?
         }
     };
+    if page.pruned {
+        return Ok(FeedRead {
+            page: Page {
+                scanned_to: app.log.head(),
+                ..Page::default()
+            },
+            reset: Some(ResetReason::CursorTooOld),
+            feed_epoch,
+            key: key.clone(),
+        });
+    }
     Ok(FeedRead {
         page,
         reset,
         feed_epoch,
         key: key.clone(),
     })
+}
+
+/// The version of the plugin shaping `feed` (0: none).
+fn feed_epoch_of(feed: &AppFeed) -> u64 {
+    match feed {
+        AppFeed::Plugin(active) => active.plugin.epoch,
+        AppFeed::Models(_) => 0,
+    }
+}
+
+/// Whether a device at `known` (position and feed version; `None`: it never pulled) must start
+/// over before reading `feed` (`None`: a feed switched off, with no plugin to compare).
+fn reset_due(app: &App, feed: Option<&AppFeed>, known: Option<(i64, u64)>) -> Option<ResetReason> {
+    let (start, start_epoch) = known.unwrap_or((0, 0));
+    if start > app.log.head() {
+        Some(ResetReason::CursorAhead)
+    } else if start < app.log.pruned_through() {
+        Some(ResetReason::CursorTooOld)
+    } else if let Some(feed @ AppFeed::Plugin(active)) = feed
+        && active.on_upgrade == OnUpgrade::Reset
+        && known.is_some()
+        && start_epoch != feed_epoch_of(feed)
+    {
+        Some(ResetReason::PluginChanged)
+    } else {
+        None
+    }
 }
 
 /// The smallest chunk read for a plugin call: fewer calls when the plugin drops most events.
@@ -473,7 +511,7 @@ async fn plugin_page(
     let mut page = Page {
         events: Vec::with_capacity(limit.min(256)),
         scanned_to: start,
-        has_more: false,
+        ..Page::default()
     };
     let mut scanned = 0usize;
     loop {
@@ -488,6 +526,10 @@ async fn plugin_page(
             )
             .await
             .map_err(ApiError::internal)?;
+        if chunk.pruned {
+            page.pruned = true;
+            return Ok(page);
+        }
         if chunk.events.is_empty() {
             page.scanned_to = chunk.scanned_to;
             page.has_more = chunk.has_more;
@@ -567,25 +609,26 @@ pub async fn state(
         )
     })?;
     // Events the app_type's feed reads after the position (before a plugin's own filtering).
-    let pending_events = match app.feed(&app_type) {
-        Ok(AppFeed::Models(feed)) => Some(feed.models.clone()),
-        Ok(AppFeed::Plugin(active)) => {
-            let models = &active.plugin.manifest.models;
-            (!models.is_empty()).then(|| models.clone())
-        }
+    let feed = app.feed(&app_type);
+    let models = match &feed {
+        Ok(feed) => feed_models(feed),
         // Switched off since: what waits is what the log holds.
         Err(_) => None,
     };
     let pending_events = app
         .log
-        .count_after(state.position, pending_events.as_deref())
+        .count_after(state.position, models.as_deref())
         .await
         .map_err(ApiError::internal)?;
+    let known = Some((state.position, state.feed_epoch));
+    let reset = reset_due(app, feed.as_ref().ok(), known);
     Ok(StateAnswer {
         last_sync_time: state.last_sync_time,
         sync_count: state.sync_count,
         last_event_id: state.position,
         app_type,
         pending_events,
+        reset_required: reset.is_some(),
+        reset_reason: reset.map(ResetReason::as_str),
     })
 }

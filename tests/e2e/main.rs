@@ -8,6 +8,7 @@ mod longpoll;
 mod odoo_auth;
 mod plugins;
 mod pull;
+mod retention;
 mod seed_clients;
 mod seed_python;
 mod stream;

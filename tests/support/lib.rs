@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use reqwest::Response;
 use serde_json::{Value, json};
-use smartsync::config::{StaticSession, StaticSessionFull};
+use smartsync::config::{RetentionConfig, StaticSession, StaticSessionFull};
+use smartsync::retention::Pruned;
 use smartsync::{Config, Server};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -148,6 +149,13 @@ impl TestServer {
             .expect("admin request");
         assert_eq!(response.status(), 200);
         response.json().await.expect("admin answer is JSON")
+    }
+
+    /// Prunes the log now as `retention` says, through the server's own pruner.
+    pub async fn prune(&self, retention: &RetentionConfig) -> Pruned {
+        smartsync::retention::prune_once(&self.running().app().log, retention)
+            .await
+            .expect("prune")
     }
 
     /// Graceful shutdown, then a fresh start on the same database (on a new port).

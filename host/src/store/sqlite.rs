@@ -247,6 +247,48 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
+    async fn pruned_through(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM log_meta WHERE key = 'pruned_through'")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("value")?,
+            None => 0,
+        })
+    }
+
+    async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
+        // Walks ids upwards from the oldest kept event and stops at the first young one: it
+        // reads only the events about to be pruned.
+        let first_young: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM events WHERE received_at >= ? ORDER BY id LIMIT 1")
+                .bind(cutoff)
+                .fetch_optional(&self.pool)
+                .await?;
+        match first_young {
+            Some(id) => Ok(id - 1),
+            None => last_event_id(&self.pool).await,
+        }
+    }
+
+    async fn prune(&self, through: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted = sqlx::query("DELETE FROM events WHERE id <= ?")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError> {
         let row = sqlx::query(
             "SELECT position, sync_count, first_sync_time, last_sync_time, feed_epoch FROM devices \
