@@ -28,7 +28,22 @@ use crate::identity::Identity;
 
 pub const SESSION_HEADER: &str = "x-session-id";
 
-pub fn router(app: Arc<App>) -> Router {
+/// The whole HTTP surface, ready for `axum::serve(listener, router.into_make_service())`.
+///
+/// The layers wrap the router as a whole, not each route: a request then clones one router
+/// handle instead of a stack of boxed per-route services, which a long-polling pull would hold
+/// for as long as it waits.
+pub fn router(
+    app: Arc<App>,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let server = &app.config.server;
     let enabled = server.compression;
     let compression = CompressionLayer::new().gzip(true).compress_when(
@@ -36,18 +51,20 @@ pub fn router(app: Arc<App>) -> Router {
             .and(NotForContentType::const_new("text/event-stream"))
             .and(move |_: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| enabled),
     );
-    Router::new()
+    let layers = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(cors(&server.cors_origins))
+        .layer(compression)
+        .layer(DefaultBodyLimit::max(server.max_body_bytes));
+    let routes = Router::new()
         .merge(sync::router())
         .merge(ingest::router())
         .merge(health::router())
         .merge(admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(server.max_body_bytes))
-        .layer(compression)
-        .layer(cors(&server.cors_origins))
-        .layer(axum::middleware::from_fn(log_request))
-        .with_state(app)
+        .with_state(app);
+    layers.service(routes)
 }
 
 async fn not_found() -> ApiError {

@@ -131,6 +131,7 @@ fn main() -> ExitCode {
                 for secret in [
                     &mut shown.secrets.token_secret,
                     &mut shown.secrets.ingest_token,
+                    &mut shown.secrets.admin_token,
                 ] {
                     if secret.is_some() {
                         *secret = Some("<redacted>".into());
@@ -293,6 +294,7 @@ fn replay_command(config_path: Option<&Path>, command: PluginCommand) -> ExitCod
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let server = smartsync::start(config).await?;
     #[cfg(unix)]
     if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -307,6 +309,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await
+}
+
+/// Every waiting pull and event stream holds a socket: lift the soft limit on open files (1024
+/// on many systems) to the hard limit the administrator allows.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current < limit.maximum {
+            limit.current = limit.maximum;
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::debug!(error = %e, "cannot raise the open files limit");
+            }
+        }
+        tracing::debug!(open_files = ?getrlimit(Resource::Nofile).current, "open files limit");
+    }
 }
 
 async fn shutdown_signal() {

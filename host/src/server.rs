@@ -47,7 +47,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
     let router = http::router(app.clone());
     let mut serve_stop = stopped.clone();
     let serve_task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, axum::ServiceExt::into_make_service(router))
             .with_graceful_shutdown(async move {
                 crate::util::stopped(&mut serve_stop).await;
             })

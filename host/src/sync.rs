@@ -259,8 +259,10 @@ impl DeviceCursor {
                 && time_left
                 && !self.stopping()
             {
-                // Wait without holding the device: carry on from what was scanned.
+                // Wait without holding the device or the empty page: carry on from what was
+                // scanned.
                 self.start = Some((read.page.scanned_to, read.feed_epoch));
+                drop(read);
                 drop(device);
                 let until = async {
                     match deadline {
@@ -508,8 +510,8 @@ async fn plugin_page(
         Some(plugin.manifest.models.as_slice())
     };
     let budget = usize::try_from(app.config.sync.scan_window).unwrap_or(usize::MAX);
+    // Allocated as shaped events arrive: most pulls of an up-to-date device find nothing.
     let mut page = Page {
-        events: Vec::with_capacity(limit.min(256)),
         scanned_to: start,
         ..Page::default()
     };
@@ -541,6 +543,7 @@ async fn plugin_page(
             .await
             .map_err(plugin_failed)?;
         let fits = shaped.len() <= want;
+        page.events.reserve(shaped.len().min(want));
         let mut inputs = chunk.events.iter();
         for out in shaped.into_iter().take(want) {
             // The plugin's answer was checked: ids come from the input, in order.

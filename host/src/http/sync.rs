@@ -33,6 +33,8 @@ async fn pull(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let identity = identify(&app, &headers).await?;
+    // Header values share the connection's read buffer: a long-polling pull must not keep it.
+    drop(headers);
     let request: PullRequest = parse_json(&body(raw)?)?;
     let answer = sync::pull(&app, &identity, request).await?;
     Ok(json_response(answer.to_json()))
