@@ -135,7 +135,8 @@ level = "warn"
         addr: ([127, 0, 0, 1], port).into(),
     };
     let client = reqwest::Client::new();
-    for _ in 0..200 {
+    // Up to a minute: the first start compiles the plugins.
+    for _ in 0..1200 {
         if client
             .get(format!("http://{}/readyz", server.addr))
             .send()

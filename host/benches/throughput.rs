@@ -7,7 +7,8 @@
 //! - events/s of 1000-event batches on `POST /api/v2/events`.
 //!
 //! `cargo bench -p smartsync-host --bench throughput`; `BENCH_SECS` (default 5) and
-//! `BENCH_CONNECTIONS` (default 64) tune a run. Results go to stdout as a Markdown table.
+//! `BENCH_CONNECTIONS` (default 64) tune a run; `BENCH_ONLY=webhook` runs the cases whose label
+//! contains it; `BENCH_SYNCHRONOUS=normal` sets `database.synchronous` (default `full`). Results go to stdout as a Markdown table.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,11 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether a case runs: all of them, or those whose label contains `BENCH_ONLY`.
+fn wanted(label: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| label.contains(&only))
 }
 
 /// One kind of request, sent over and over: the request for connection `c`, request `n`.
@@ -142,6 +148,9 @@ async fn smartsync_server(
         .into_iter()
         .collect();
     config.database.tail_events = tail_events;
+    if let Ok(synchronous) = std::env::var("BENCH_SYNCHRONOUS") {
+        config.database.synchronous = synchronous;
+    }
     config.log.level = "warn".into();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     smartsync::start_on(config, listener)
@@ -296,6 +305,9 @@ async fn main() {
         ),
     ];
     for (label, app_type, plugin, tail, make_event) in cases {
+        if !wanted(label) {
+            continue;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, tail, plugin.map(|p| (app_type, p))).await;
         ingest(server.addr(), (1..=2000).map(make_event).collect()).await;
@@ -313,7 +325,7 @@ async fn main() {
     }
 
     // Single-event webhooks, each a new record.
-    {
+    if wanted("single-event Odoo webhook") {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, 20_000, None).await;
         let path: &'static str = Box::leak(
@@ -342,7 +354,7 @@ async fn main() {
     }
 
     // 1000-event batches.
-    {
+    if wanted("1000-event batch ingest") {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = smartsync_server(&dir, 20_000, None).await;
         let batch =

@@ -407,6 +407,7 @@ impl EventLog {
 
 fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -> Scan {
     let mut scan = Scan {
+        events: Vec::with_capacity(limit.min(256)),
         scanned_to: after,
         ..Scan::default()
     };
