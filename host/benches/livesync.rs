@@ -26,16 +26,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
+mod common;
+use common::{env_number, plugin_entry};
+
 const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 /// Delivery devices a picking is for.
 const DELIVERY_DEVICES: usize = 10;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The server process; killed when dropped.
 struct ServerProcess {
@@ -68,28 +64,17 @@ impl ServerProcess {
     }
 }
 
-fn plugin(name: &str) -> String {
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        wasm.exists(),
-        "{} is missing: run scripts/build-plugins",
-        wasm.display()
-    );
-    format!(
-        "[plugins.{name}]\napp_type = \"{name}\"\nwasm = {:?}\n\n",
-        wasm.display().to_string()
-    )
-}
-
 async fn start_server(dir: &tempfile::TempDir) -> ServerProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let plugins = dir.path().join("plugins.toml");
-    std::fs::write(&plugins, plugin("sales_app") + &plugin("delivery_app")).expect("plugins.toml");
+    std::fs::write(
+        &plugins,
+        plugin_entry("sales_app", "sales_app") + &plugin_entry("delivery_app", "delivery_app"),
+    )
+    .expect("plugins.toml");
     let config = dir.path().join("smartsync.toml");
     std::fs::write(
         &config,

@@ -5,7 +5,6 @@
 //! Needs the plugins built: `scripts/build-plugins`, then
 //! `cargo bench -p smartsync-host --bench plugins` (`BENCH_CALLS`, default 3000, per plugin).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,17 +13,8 @@ use smartsync::event::{Event, EventKind, LoggedEvent};
 use smartsync::plugin::{CallContext, PluginEngine, PluginLimits};
 use smartsync_sdk::Plugin;
 
-fn wasm(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::{env_number, plugin_wasm as wasm};
 
 /// 100 events of the plugin's models with Odoo-like payloads of ~300 bytes.
 fn events(models: &[&str]) -> Vec<Arc<LoggedEvent>> {
@@ -108,10 +98,7 @@ type NativeShape = fn(
 ) -> Result<Vec<smartsync_sdk::ShapedEvent>, smartsync_sdk::PluginError>;
 
 fn main() {
-    let calls: u32 = std::env::var("BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let calls = u32::try_from(env_number("BENCH_CALLS", 3000)).unwrap_or(u32::MAX);
     let engine = PluginEngine::new(None).expect("engine");
     let ctx = CallContext {
         user_id: 5,

@@ -24,15 +24,11 @@ use smartsync::Config;
 use smartsync::config::StaticSession;
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+use common::env_number;
+
 const SESSION: &str = "bench-session";
 const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Whether a case runs: all of them, or those whose label contains `BENCH_ONLY`.
 fn wanted(label: &str) -> bool {
@@ -124,22 +120,8 @@ async fn smartsync_server(
     let mut config = Config::embedded();
     config.plugins.file = dir.path().join("plugins.toml");
     if let Some((app_type, name)) = plugin {
-        let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            wasm.exists(),
-            "{} is missing: run scripts/build-plugins",
-            wasm.display()
-        );
-        std::fs::write(
-            &config.plugins.file,
-            format!(
-                "[plugins.{name}]\napp_type = \"{app_type}\"\nwasm = {:?}\n",
-                wasm.display().to_string()
-            ),
-        )
-        .expect("plugins.toml");
+        std::fs::write(&config.plugins.file, common::plugin_entry(app_type, name))
+            .expect("plugins.toml");
     }
     config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
