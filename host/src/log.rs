@@ -78,6 +78,8 @@ impl Tail {
 
     /// Forgets the events with an id up to `through` (at most the head).
     fn drop_through(&mut self, through: i64) {
+        // Taken first: with every event dropped, the head is what the floor must become.
+        let head = self.head();
         while let Some(front) = self.events.front() {
             if front.event.id > through {
                 break;
@@ -85,7 +87,7 @@ impl Tail {
             self.bytes -= front.weight();
             self.events.pop_front();
         }
-        self.floor = self.floor.max(through.min(self.head()));
+        self.floor = self.floor.max(through.min(head));
     }
 
     /// Index of the first event with an id above `after`.
@@ -659,6 +661,29 @@ mod tests {
         assert!(!fine.pruned);
         assert_eq!(fine.events.first().map(|e| e.event.id), Some(11));
         log.close().await;
+    }
+
+    #[test]
+    fn a_tail_pruned_empty_keeps_its_head() {
+        let mut tail = Tail {
+            floor: 0,
+            events: VecDeque::new(),
+            bytes: 0,
+            limits: TailLimits {
+                max_events: 10,
+                max_bytes: 1 << 20,
+            },
+        };
+        for id in 1..=3 {
+            tail.push(LoggedEvent::new(Event::from_new(
+                id,
+                new_event("sale.order"),
+            )));
+        }
+        tail.drop_through(2);
+        assert_eq!((tail.floor, tail.head(), tail.events.len()), (2, 3, 1));
+        tail.drop_through(3);
+        assert_eq!((tail.floor, tail.head(), tail.events.len()), (3, 3, 0));
     }
 
     #[tokio::test]
