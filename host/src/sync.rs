@@ -405,10 +405,7 @@ async fn read_feed(
     let feed_epoch = feed_epoch_of(feed);
     let reset = reset_due(app, Some(feed), known);
     let page = match (reset, feed) {
-        (Some(_), _) => Page {
-            scanned_to: app.log.head(),
-            ..Page::default()
-        },
+        (Some(_), _) => Page::default(),
         (None, AppFeed::Models(models)) => {
             let scan = app
                 .log
@@ -439,17 +436,16 @@ async fn read_feed(
             plugin_page(app, active, &ctx, start, limit).await?
         }
     };
-    if page.pruned {
-        return Ok(FeedRead {
-            page: Page {
-                scanned_to: app.log.head(),
-                ..Page::default()
-            },
-            reset: Some(ResetReason::CursorTooOld),
-            feed_epoch,
-            key: key.clone(),
-        });
-    }
+    // A page that events were pruned from under is no page: the device starts over.
+    let reset = reset.or(page.pruned.then_some(ResetReason::CursorTooOld));
+    let page = match reset {
+        // No events, and a position at the head.
+        Some(_) => Page {
+            scanned_to: app.log.head(),
+            ..Page::default()
+        },
+        None => page,
+    };
     Ok(FeedRead {
         page,
         reset,

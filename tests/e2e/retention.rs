@@ -154,7 +154,8 @@ async fn events_older_than_max_age_are_pruned() {
 }
 
 /// Devices read while events are ingested and pruned: every page either follows the previous
-/// one with no gap, or is a reset. A read that raced a delete is never a silent gap.
+/// one with no gap, or is a reset. (The narrow race of a read overtaken by a delete is pinned
+/// down deterministically by `log::tests::a_scan_overtaken_by_pruning_says_so`.)
 #[tokio::test]
 async fn pruning_under_load_never_leaves_a_silent_gap() {
     // A short in-memory tail: most reads go to the database, where a read and a delete can
