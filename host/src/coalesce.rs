@@ -14,15 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::event::{Event, EventKind, LoggedEvent};
-use crate::plugin::ShapedPayload;
+use crate::plugin::ShapedWire;
 
 /// One event of an answer: as the log holds it, as a plugin shaped it, or merged.
 pub enum AnswerEvent {
     Logged(Arc<LoggedEvent>),
     Shaped {
         source: Arc<LoggedEvent>,
-        payload: ShapedPayload,
-        data: Option<String>,
+        shaped: Arc<ShapedWire>,
     },
     Merged {
         event: Event,
@@ -42,9 +41,9 @@ impl AnswerEvent {
     fn payload(&self) -> Option<&str> {
         match self {
             AnswerEvent::Logged(e) => e.event.payload.as_deref(),
-            AnswerEvent::Shaped {
-                source, payload, ..
-            } => payload.resolve(source.event.payload.as_deref()),
+            AnswerEvent::Shaped { source, shaped } => {
+                shaped.payload.resolve(source.event.payload.as_deref())
+            }
             AnswerEvent::Merged { event, .. } => event.payload.as_deref(),
         }
     }
@@ -52,7 +51,8 @@ impl AnswerEvent {
     fn data(&self) -> Option<&str> {
         match self {
             AnswerEvent::Logged(_) => None,
-            AnswerEvent::Shaped { data, .. } | AnswerEvent::Merged { data, .. } => data.as_deref(),
+            AnswerEvent::Shaped { shaped, .. } => shaped.data.as_deref(),
+            AnswerEvent::Merged { data, .. } => data.as_deref(),
         }
     }
 
@@ -60,7 +60,10 @@ impl AnswerEvent {
     pub fn render(&self, out: &mut String) {
         match self {
             AnswerEvent::Logged(e) => out.push_str(&e.wire),
-            other => out.push_str(&other.event().wire_json_with(other.payload(), other.data())),
+            AnswerEvent::Shaped { shaped, .. } => out.push_str(&shaped.wire),
+            other @ AnswerEvent::Merged { .. } => {
+                out.push_str(&other.event().wire_json_with(other.payload(), other.data()))
+            }
         }
     }
 
@@ -68,7 +71,10 @@ impl AnswerEvent {
     pub fn size_hint(&self) -> usize {
         match self {
             AnswerEvent::Logged(e) => e.wire.len(),
-            other => 128 + other.payload().map_or(0, str::len) + other.data().map_or(0, str::len),
+            AnswerEvent::Shaped { shaped, .. } => shaped.wire.len(),
+            other @ AnswerEvent::Merged { .. } => {
+                128 + other.payload().map_or(0, str::len) + other.data().map_or(0, str::len)
+            }
         }
     }
 }

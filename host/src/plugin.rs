@@ -6,6 +6,7 @@
 //! output is checked before anyone sees it. A failing plugin stops its own feed with a typed
 //! error and never hands out an unfiltered one.
 
+mod answers;
 mod bindings;
 mod output;
 mod registry;
@@ -15,6 +16,7 @@ pub mod tools;
 
 use serde::Serialize;
 
+pub use answers::{AnswerCacheView, ShapedWire};
 pub use registry::{
     ActivePlugin, AppFeed, OnUpgrade, PluginEntry, PluginSet, PluginsFile, Reloader,
 };
@@ -29,6 +31,20 @@ pub struct Manifest {
     /// Models read for the plugin; empty is every model.
     pub models: Vec<String>,
     pub needs_payload: bool,
+    /// The context fields the plugin's answers depend on, when it lets the host reuse them
+    /// (`answers-depend-on`); `None`: every pull calls the plugin.
+    pub answers_depend_on: Option<Vec<ContextField>>,
+}
+
+/// A field of the call context (`context-field` in the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextField {
+    UserId,
+    DeviceId,
+    CompanyIds,
+    Lang,
+    Tz,
 }
 
 /// Who is pulling, as handed to the plugin.

@@ -535,23 +535,14 @@ async fn plugin_page(
         }
         scanned += chunk.events.len();
         let shaped = plugin
-            .shape(ctx, &chunk.events)
+            .answer(ctx, &chunk.events)
             .await
             .map_err(plugin_failed)?;
         let fits = shaped.len() <= want;
         page.events.reserve(shaped.len().min(want));
-        let mut inputs = chunk.events.iter();
-        for out in shaped.into_iter().take(want) {
-            // The plugin's answer was checked: ids come from the input, in order.
-            let Some(source) = inputs.find(|e| e.event.id == out.id) else {
-                return Err(ApiError::internal("shaped event missing from its input"));
-            };
+        for (source, shaped) in shaped.into_iter().take(want) {
             page.scanned_to = source.event.id;
-            page.events.push(AnswerEvent::Shaped {
-                source: source.clone(),
-                payload: out.payload,
-                data: out.data,
-            });
+            page.events.push(AnswerEvent::Shaped { source, shaped });
         }
         if !fits {
             page.has_more = true;

@@ -32,7 +32,7 @@ pub mod testing;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "feed-plugin",
+        world: "cacheable-feed-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_feed_plugin",
         default_bindings_module: "smartsync_sdk::bindings",
@@ -40,9 +40,31 @@ pub mod bindings {
     });
 }
 
-pub use bindings::Guest as Plugin;
+/// A feed plugin: the functions of the contract in `wit/plugin.wit`.
+pub trait Plugin {
+    /// Describes the plugin. Called once at load; must not depend on a config.
+    fn describe() -> Manifest;
 
-/// Exports a type implementing [`Plugin`] as the component's `describe` and `shape`.
+    /// Filters and shapes `events`, which are in log order. Returns the events the client
+    /// should receive, in the same order, each input event at most once.
+    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError>;
+
+    /// Whether the host may reuse this plugin's answers between pulls, and between whom
+    /// (default: never).
+    ///
+    /// Return `Some(fields)` only when what [`shape`](Plugin::shape) answers for each event
+    /// (dropped, or its payload change and data) depends on nothing but that event, the
+    /// config, the app_type and these context fields: not on the other events of the call, the
+    /// clock, randomness or state kept between calls. The host then shapes an event once for
+    /// all pulls whose contexts agree on these fields. A plugin that filters by the user's
+    /// companies returns `Some(vec![ContextField::CompanyIds])`; one that reads nothing of the
+    /// context returns `Some(vec![])`.
+    fn answers_depend_on() -> Option<Vec<ContextField>> {
+        None
+    }
+}
+
+/// Exports a type implementing [`Plugin`] as the component's functions.
 ///
 /// It expands only when building for WebAssembly, so natively several plugins can be linked into
 /// one test or benchmark binary.
@@ -50,11 +72,29 @@ pub use bindings::Guest as Plugin;
 macro_rules! export_plugin {
     ($plugin:ident) => {
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::__export_feed_plugin!($plugin);
+        const _: () = {
+            struct Exported;
+            impl $crate::bindings::Guest for Exported {
+                fn describe() -> $crate::Manifest {
+                    <$plugin as $crate::Plugin>::describe()
+                }
+                fn shape(
+                    ctx: $crate::Context,
+                    events: ::std::vec::Vec<$crate::Event>,
+                ) -> ::std::result::Result<::std::vec::Vec<$crate::ShapedEvent>, $crate::PluginError>
+                {
+                    <$plugin as $crate::Plugin>::shape(ctx, events)
+                }
+                fn answers_depend_on() -> ::std::option::Option<::std::vec::Vec<$crate::ContextField>> {
+                    <$plugin as $crate::Plugin>::answers_depend_on()
+                }
+            }
+            $crate::bindings::__export_feed_plugin!(Exported);
+        };
     };
 }
 pub use bindings::smartsync::plugin::types::{
-    Context, Event, EventKind, Manifest, PayloadChange, PluginError, ShapedEvent,
+    Context, ContextField, Event, EventKind, Manifest, PayloadChange, PluginError, ShapedEvent,
 };
 pub use helpers::{Payload, parse_config};
 /// Re-exported so plugins can build `data` objects without naming their own dependency.
@@ -63,8 +103,8 @@ pub use serde_json;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Context, Event, EventKind, Manifest, Payload, PayloadChange, Plugin, PluginError,
-        ShapedEvent, parse_config,
+        Context, ContextField, Event, EventKind, Manifest, Payload, PayloadChange, Plugin,
+        PluginError, ShapedEvent, parse_config,
     };
     pub use serde_json::{Value, json};
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{Context, Event, EventKind};
+use crate::{Context, ContextField, Event, EventKind, Plugin};
 
 /// The context of user `user_id` in company 1, with an empty config.
 pub fn context(user_id: i64) -> Context {
@@ -40,4 +40,70 @@ pub fn event(id: i64, model: &str, record_id: i64, kind: EventKind) -> Event {
 pub fn with_payload(mut event: Event, payload: Value) -> Event {
     event.payload = Some(payload.to_string());
     event
+}
+
+/// Checks, on `events` shaped for `ctx`, the promise a plugin makes by returning
+/// `Some(fields)` from [`Plugin::answers_depend_on`]: each event's answer is the same whether
+/// the event is shaped with the others or alone, and the same when the context fields not in
+/// `fields` take other values. Panics, naming what differs; does nothing for a plugin that
+/// returns `None`.
+///
+/// Give it events that exercise every branch of `shape`, and a `ctx` whose undeclared fields the
+/// plugin could plausibly read.
+pub fn check_answers_reusable<P: Plugin>(ctx: &Context, events: &[Event]) {
+    let Some(fields) = P::answers_depend_on() else {
+        return;
+    };
+    let together = P::shape(ctx.clone(), events.to_vec());
+    let alone: Result<Vec<_>, _> = events
+        .iter()
+        .map(|e| P::shape(ctx.clone(), vec![e.clone()]))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|answers| answers.into_iter().flatten().collect());
+    assert_eq!(
+        together, alone,
+        "shaping the events together answers otherwise than shaping each alone"
+    );
+    let mut others = ctx.clone();
+    let mut changed = Vec::new();
+    let declared = |f: ContextField| fields.contains(&f);
+    if !declared(ContextField::UserId) {
+        others.user_id = ctx.user_id.wrapping_add(1_000_003);
+        changed.push("user-id");
+    }
+    if !declared(ContextField::DeviceId) {
+        others.device_id = format!("{}-other", ctx.device_id);
+        changed.push("device-id");
+    }
+    if !declared(ContextField::CompanyIds) {
+        others.company_ids = Vec::new();
+        changed.push("company-ids");
+    }
+    if !declared(ContextField::Lang) {
+        others.lang = Some(
+            if ctx.lang.as_deref() == Some("fr_FR") {
+                "ar_001"
+            } else {
+                "fr_FR"
+            }
+            .into(),
+        );
+        changed.push("lang");
+    }
+    if !declared(ContextField::Tz) {
+        others.tz = Some(
+            if ctx.tz.as_deref() == Some("UTC") {
+                "Asia/Tokyo"
+            } else {
+                "UTC"
+            }
+            .into(),
+        );
+        changed.push("tz");
+    }
+    assert_eq!(
+        together,
+        P::shape(others, events.to_vec()),
+        "the answer changed with context fields not declared in answers_depend_on: {changed:?}"
+    );
 }

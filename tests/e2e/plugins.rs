@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use smartsync::config::{StaticSession, StaticSessionFull};
 use smartsync_tests::{
     ADMIN_TOKEN, TestServer, bundled_plugins_toml, event_ids, item, plugin_wasm, session,
 };
@@ -110,6 +111,113 @@ async fn the_manager_plugin_labels_and_keeps_allowed_companies() {
     assert_eq!(event_ids(&answer), vec![1, 3, 4]);
     assert_eq!(answer["events"][0]["data"]["label"], "الفواتير");
     assert_eq!(answer["events"][1]["data"]["label"], "المصروفات");
+    server.stop().await;
+}
+
+/// The status of the plugin serving `app_type`, from the admin API.
+async fn plugin_status(server: &TestServer, app_type: &str) -> Value {
+    let status = server.admin_plugins().await;
+    status["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["app_type"] == app_type)
+        .cloned()
+        .unwrap_or_else(|| panic!("{app_type} listed in {status}"))
+}
+
+#[tokio::test]
+async fn managers_of_the_same_companies_share_answers_and_no_one_else_does() {
+    let server = TestServer::start_with(|config| {
+        for (uid, company_ids) in [(8, vec![1, 3]), (9, vec![2])] {
+            config.auth.sessions.insert(
+                session(uid),
+                StaticSession::Full(StaticSessionFull {
+                    uid,
+                    company_ids,
+                    lang: None,
+                    tz: None,
+                }),
+            );
+        }
+    })
+    .await;
+    server
+        .ingest_ok(json!([
+            {"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": 1}},
+            {"model": "account.move", "record_id": 2, "event": "create", "payload": {"id": 2, "company_id": 2}},
+            {"model": "hr.expense", "record_id": 3, "event": "create", "payload": {"id": 3, "company_id": 3}},
+            {"model": "res.partner", "record_id": 4, "event": "write", "payload": {"id": 4, "company_id": false}},
+        ]))
+        .await;
+
+    // User 7 (companies 1 and 3) pulls first: the plugin shapes the four events.
+    let first = server
+        .pull_ok(&session(7), &pull_body(7, "web-7", "manager_app"))
+        .await;
+    assert_eq!(event_ids(&first), vec![1, 3, 4]);
+    // User 8 has the same companies: the same answer, from the cache.
+    let same = server
+        .pull_ok(&session(8), &pull_body(8, "web-8", "manager_app"))
+        .await;
+    assert_eq!(same["events"], first["events"]);
+    // User 9 (company 2) gets an answer of its own: nothing of companies 1 and 3.
+    let other = server
+        .pull_ok(&session(9), &pull_body(9, "web-9", "manager_app"))
+        .await;
+    assert_eq!(event_ids(&other), vec![2, 4]);
+    assert_eq!(other["events"][0]["data"]["label"], "الفواتير");
+
+    let manager = plugin_status(&server, "manager_app").await;
+    assert_eq!(
+        manager["manifest"]["answers_depend_on"],
+        json!(["company_ids"])
+    );
+    let cache = &manager["answer_cache"];
+    assert_eq!(cache["depends_on"], json!(["company_ids"]));
+    assert_eq!(cache["scopes"], 2);
+    assert_eq!(cache["events_reused"], 4, "{manager}");
+    assert_eq!(cache["events_shaped"], 8, "{manager}");
+    assert_eq!(
+        manager["counters"]["calls"], 2,
+        "user 8's pull called no plugin"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_are_not_reused_without_the_plugins_leave_or_memory_for_them() {
+    let server = TestServer::start().await;
+    // The hostile plugin does not declare `answers-depend-on`.
+    let toml = hostile_toml("pass", "").replace(
+        "[plugins.manager_app]\n",
+        "[plugins.manager_app]\nlimits = { answer_cache_mb = 0 }\n",
+    );
+    assert!(toml.contains("answer_cache_mb"));
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    server
+        .ingest_ok(json!([item("account.move", 1, "create")]))
+        .await;
+    for round in 0..2 {
+        for (app_type, device) in [("hostile_app", "h"), ("manager_app", "m")] {
+            let body = json!({"user_id": 5, "device_id": format!("{device}-{round}"), "app_type": app_type});
+            assert_eq!(
+                event_ids(&server.pull_ok(&session(5), &body).await),
+                vec![1]
+            );
+        }
+    }
+    let hostile = plugin_status(&server, "hostile_app").await;
+    assert_eq!(hostile["manifest"]["answers_depend_on"], Value::Null);
+    assert_eq!(hostile["answer_cache"], Value::Null);
+    assert_eq!(hostile["counters"]["calls"], 2);
+    let manager = plugin_status(&server, "manager_app").await;
+    assert_eq!(
+        manager["manifest"]["answers_depend_on"],
+        json!(["company_ids"])
+    );
+    assert_eq!(manager["answer_cache"], Value::Null);
+    assert_eq!(manager["counters"]["calls"], 2);
     server.stop().await;
 }
 
@@ -636,5 +744,9 @@ async fn a_plugin_written_in_python_serves_a_feed() {
     assert_eq!(event_ids(&answer), vec![1, 3]);
     assert_eq!(answer["events"][0]["data"], json!({"written_in": "python"}));
     assert_eq!(answer["events"][0]["payload"], json!({"user_id": 5}));
+    // Built for the plain `feed-plugin` world: it loads, and its answers are not reused.
+    let python = plugin_status(&server, "python_app").await;
+    assert_eq!(python["manifest"]["answers_depend_on"], Value::Null);
+    assert_eq!(python["answer_cache"], Value::Null);
     server.stop().await;
 }

@@ -93,6 +93,7 @@ fn status(app: &App) -> Value {
                             .map(str::to_string)
                             .or_else(|| health.last_error.map(|e| e.to_string())),
                         "counters": health.counters,
+                        "answer_cache": plugin.answer_cache(),
                     })
                 }
                 None => json!({

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 
 pub use self::smartsync::plugin::types as wit;
 
-use super::{CallContext, Manifest as HostManifest, Shaped, ShapedPayload};
+use super::{CallContext, ContextField, Manifest as HostManifest, Shaped, ShapedPayload};
 
 impl From<EventKind> for wit::EventKind {
     fn from(kind: EventKind) -> wit::EventKind {
@@ -58,9 +58,28 @@ impl From<wit::Manifest> for HostManifest {
             version: m.version,
             models: m.models,
             needs_payload: m.needs_payload,
+            answers_depend_on: None,
         }
     }
 }
+
+impl From<wit::ContextField> for ContextField {
+    fn from(field: wit::ContextField) -> ContextField {
+        match field {
+            wit::ContextField::UserId => ContextField::UserId,
+            wit::ContextField::DeviceId => ContextField::DeviceId,
+            wit::ContextField::CompanyIds => ContextField::CompanyIds,
+            wit::ContextField::Lang => ContextField::Lang,
+            wit::ContextField::Tz => ContextField::Tz,
+        }
+    }
+}
+
+/// The name of the optional export by which a plugin lets the host reuse its answers.
+pub const ANSWERS_DEPEND_ON: &str = "answers-depend-on";
+
+/// Its type: `func() -> option<list<context-field>>`.
+pub type AnswersDependOn = wasmtime::component::TypedFunc<(), (Option<Vec<wit::ContextField>>,)>;
 
 impl From<wit::ShapedEvent> for Shaped {
     fn from(s: wit::ShapedEvent) -> Shaped {

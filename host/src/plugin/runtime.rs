@@ -14,14 +14,17 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{self, FeedPlugin, FeedPluginPre, wit};
+use super::answers::{Answer, AnswerCache, AnswerCacheView, ShapedWire};
+use super::bindings::{self, ANSWERS_DEPEND_ON, AnswersDependOn, FeedPlugin, FeedPluginPre, wit};
 use super::output::{LogForwarder, OutputSink};
 use super::stats::Health;
-use super::{CallContext, FailureKind, Manifest, PluginFailure, Shaped, ShapedPayload};
+use super::{
+    CallContext, ContextField, FailureKind, Manifest, PluginFailure, Shaped, ShapedPayload,
+};
 use crate::event::LoggedEvent;
 
 /// How often the engine's epoch advances: the granularity of call deadlines.
@@ -43,6 +46,9 @@ pub struct PluginLimits {
     pub quarantine_after: u32,
     /// How long a quarantine lasts, in seconds.
     pub quarantine_secs: u64,
+    /// Memory for answers kept for reuse, in MiB, when the plugin allows reuse
+    /// (`answers-depend-on`); 0: never reuse.
+    pub answer_cache_mb: u64,
 }
 
 impl Default for PluginLimits {
@@ -54,6 +60,7 @@ impl Default for PluginLimits {
             max_instances: 4,
             quarantine_after: 5,
             quarantine_secs: 30,
+            answer_cache_mb: 16,
         }
     }
 }
@@ -143,6 +150,7 @@ impl PluginEngine {
                 version: String::new(),
                 models: Vec::new(),
                 needs_payload: false,
+                answers_depend_on: None,
             },
             config_json,
             slots: Semaphore::new(limits.max_instances.max(1)),
@@ -151,6 +159,7 @@ impl PluginEngine {
             pool: Mutex::new(Vec::new()),
             health: Health::default(),
             log: LogForwarder::new(label),
+            answers: None,
         };
         let mut guest = plugin
             .instantiate()
@@ -159,8 +168,19 @@ impl PluginEngine {
         let manifest = guest.plugin.call_describe(&mut guest.store).map_err(|e| {
             anyhow::anyhow!("describe() failed: {}", plugin.classify(&guest, &e).message)
         })?;
+        let depends_on = plugin.answers_depend_on(&mut guest);
         let _ = plugin.forward_output(&guest);
         plugin.manifest = manifest.into();
+        plugin.manifest.answers_depend_on = depends_on?;
+        let cache_bytes =
+            usize::try_from(plugin.limits.answer_cache_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX);
+        plugin.answers = plugin
+            .manifest
+            .answers_depend_on
+            .clone()
+            .filter(|_| cache_bytes > 0)
+            .map(|fields| AnswerCache::new(fields, cache_bytes));
         if let Some(bad) = plugin
             .manifest
             .models
@@ -224,6 +244,7 @@ impl ResourceLimiter for MemoryCap {
 
 struct Guest {
     store: Store<GuestState>,
+    instance: Instance,
     plugin: FeedPlugin,
 }
 
@@ -245,6 +266,8 @@ pub struct LoadedPlugin {
     slots: Semaphore,
     pub health: Health,
     log: LogForwarder,
+    /// Answers kept for reuse, when the plugin allows it and the limits give them memory.
+    answers: Option<AnswerCache>,
 }
 
 impl LoadedPlugin {
@@ -277,11 +300,46 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks());
-        let plugin = self
+        let failed = |e: wasmtime::Error| {
+            self.failure(FailureKind::Trap, format!("instantiation failed: {e:#}"))
+        };
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
-            .map_err(|e| self.failure(FailureKind::Trap, format!("instantiation failed: {e:#}")))?;
-        Ok(Guest { store, plugin })
+            .map_err(failed)?;
+        let plugin = FeedPlugin::new(&mut store, &instance).map_err(failed)?;
+        Ok(Guest {
+            store,
+            instance,
+            plugin,
+        })
+    }
+
+    /// Asks the plugin whether its answers may be reused (`answers-depend-on`, optional: a
+    /// component built for the plain `feed-plugin` world does not export it).
+    fn answers_depend_on(&self, guest: &mut Guest) -> anyhow::Result<Option<Vec<ContextField>>> {
+        let Some(func) = guest.instance.get_func(&mut guest.store, ANSWERS_DEPEND_ON) else {
+            return Ok(None);
+        };
+        let func: AnswersDependOn = func.typed(&guest.store).map_err(|e| {
+            anyhow::anyhow!(
+                "exports `{ANSWERS_DEPEND_ON}` with another type than the contract's: {e:#}"
+            )
+        })?;
+        self.arm(guest);
+        let (fields,) = func.call(&mut guest.store, ()).map_err(|e| {
+            anyhow::anyhow!(
+                "{ANSWERS_DEPEND_ON}() failed: {}",
+                self.classify(guest, &e).message
+            )
+        })?;
+        Ok(fields.map(|fields| {
+            let mut fields: Vec<ContextField> = fields.into_iter().map(Into::into).collect();
+            fields.sort_unstable();
+            fields.dedup();
+            fields
+        }))
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -368,6 +426,60 @@ impl LoadedPlugin {
                 Err(failure)
             }
         }
+    }
+
+    /// The events of `events` the device in `ctx` receives, each with its source, shaped and
+    /// rendered. Answers kept from earlier calls are reused where the plugin allows it; the
+    /// plugin is called for the others only.
+    pub async fn answer(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        events: &[Arc<LoggedEvent>],
+    ) -> Result<Vec<(Arc<LoggedEvent>, Arc<ShapedWire>)>, PluginFailure> {
+        let Some(cache) = &self.answers else {
+            let shaped = self.shape(ctx, events).await?;
+            return Ok(pair_up(events, shaped).collect());
+        };
+        let scope = cache.scope(ctx);
+        let mut known = cache.get(&scope, events);
+        let missing: Vec<Arc<LoggedEvent>> = events
+            .iter()
+            .zip(&known)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(event, _)| event.clone())
+            .collect();
+        if !missing.is_empty() {
+            let shaped = self.shape(ctx, &missing).await?;
+            let mut sent = pair_up(&missing, shaped).peekable();
+            let fresh: Vec<(i64, Answer)> = missing
+                .iter()
+                .map(|event| {
+                    let id = event.event.id;
+                    match sent.next_if(|(source, _)| source.event.id == id) {
+                        Some((_, shaped)) => (id, Answer::Sent(shaped)),
+                        None => (id, Answer::Dropped),
+                    }
+                })
+                .collect();
+            let mut fresh_answers = fresh.iter().map(|(_, answer)| answer.clone());
+            for slot in known.iter_mut().filter(|slot| slot.is_none()) {
+                *slot = fresh_answers.next();
+            }
+            cache.put(&scope, fresh);
+        }
+        Ok(events
+            .iter()
+            .zip(known)
+            .filter_map(|(event, answer)| match answer {
+                Some(Answer::Sent(shaped)) => Some((event.clone(), shaped)),
+                Some(Answer::Dropped) | None => None,
+            })
+            .collect())
+    }
+
+    /// How the plugin's answer cache is doing; `None` when answers are not reused.
+    pub fn answer_cache(&self) -> Option<AnswerCacheView> {
+        self.answers.as_ref().map(AnswerCache::view)
     }
 
     /// Shapes `events` for `ctx`: the plugin's answer, checked. Counts the call, and
@@ -484,4 +596,18 @@ impl LoadedPlugin {
         }
         Ok(())
     }
+}
+
+/// Pairs each shaped event with its source in `events`. The answer was checked: its ids come
+/// from `events`, in order.
+fn pair_up<'a>(
+    events: &'a [Arc<LoggedEvent>],
+    shaped: Vec<Shaped>,
+) -> impl Iterator<Item = (Arc<LoggedEvent>, Arc<ShapedWire>)> + 'a {
+    let mut sources = events.iter();
+    shaped.into_iter().filter_map(move |out| {
+        let source = sources.find(|e| e.event.id == out.id)?;
+        let wire = ShapedWire::new(source, out.payload, out.data);
+        Some((source.clone(), Arc::new(wire)))
+    })
 }

@@ -68,6 +68,12 @@ impl Plugin for DeliveryApp {
             .with_payloads()
     }
 
+    /// Each event is shaped on its own; of the context, only the user matters to the answer
+    /// (`only_assigned_to_me` compares a picking's assignee with the user).
+    fn answers_depend_on() -> Option<Vec<ContextField>> {
+        Some(vec![ContextField::UserId])
+    }
+
     fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
         let config: Config = parse_config(&ctx)?;
 

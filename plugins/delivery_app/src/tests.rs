@@ -226,3 +226,23 @@ fn a_mistyped_option_is_a_bad_config() {
     let err = shape(json!({"assignee_field": 5}), vec![]).unwrap_err();
     assert!(matches!(err, PluginError::BadConfig(_)), "{err:?}");
 }
+
+#[test]
+fn answers_are_reusable_as_declared() {
+    let events = vec![
+        picking(1, EventKind::Create, "outgoing", json!(ME), "assigned"),
+        picking(2, EventKind::Write, "incoming", json!(OTHER), "done"),
+        picking(3, EventKind::Write, "outgoing", json!(false), "cancel"),
+        picking(4, EventKind::Unlink, "outgoing", json!(OTHER), "draft"),
+        event(5, "sale.order", 50, EventKind::Create),
+    ];
+    for config in [
+        json!({}),
+        json!({"only_outgoing": true, "only_assigned_to_me": true}),
+    ] {
+        smartsync_sdk::testing::check_answers_reusable::<DeliveryApp>(
+            &with_config(context(ME), config),
+            &events,
+        );
+    }
+}

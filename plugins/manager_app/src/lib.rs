@@ -99,6 +99,12 @@ impl Plugin for ManagerApp {
             .with_payloads()
     }
 
+    /// Each event is shaped on its own; of the context, only the user's companies matter to the answer
+    /// (`filter_companies` compares a record's company with the user's companies).
+    fn answers_depend_on() -> Option<Vec<ContextField>> {
+        Some(vec![ContextField::CompanyIds])
+    }
+
     fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
         let config: Config = parse_config(&ctx)?;
 

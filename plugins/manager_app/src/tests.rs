@@ -183,3 +183,24 @@ fn a_mistyped_option_is_a_bad_config() {
     let err = shape(json!({"filter_companies": "no"}), vec![]).unwrap_err();
     assert!(matches!(err, PluginError::BadConfig(_)), "{err:?}");
 }
+
+#[test]
+fn answers_are_reusable_as_declared() {
+    let events = vec![
+        in_company(1, "sale.order", EventKind::Create, json!(1)),
+        in_company(2, "account.move", EventKind::Write, json!(2)),
+        in_company(3, "res.partner", EventKind::Write, json!(false)),
+        in_company(4, "hr.expense", EventKind::Unlink, json!(2)),
+        in_company(5, "product.template", EventKind::Create, json!(3)),
+        event(6, "crm.lead", 60, EventKind::Create),
+    ];
+    for config in [
+        json!({}),
+        json!({"filter_companies": false, "labels": {"sale.order": "Orders"}}),
+    ] {
+        smartsync_sdk::testing::check_answers_reusable::<ManagerApp>(
+            &with_config(manager(), config),
+            &events,
+        );
+    }
+}

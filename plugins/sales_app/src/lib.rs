@@ -50,6 +50,12 @@ impl Plugin for SalesApp {
             .with_payloads()
     }
 
+    /// Each event is shaped on its own; of the context, only the user matters to the answer
+    /// (`only_own_orders` compares an order's salesperson with the user).
+    fn answers_depend_on() -> Option<Vec<ContextField>> {
+        Some(vec![ContextField::UserId])
+    }
+
     fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
         let config: Config = parse_config(&ctx)?;
         let fields = config.fields.map(|mut fields| {

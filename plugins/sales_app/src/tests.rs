@@ -217,3 +217,25 @@ fn a_mistyped_option_is_a_bad_config() {
     let err = shape(json!({"only_own_orders": "yes"}), vec![]).unwrap_err();
     assert!(matches!(err, PluginError::BadConfig(_)), "{err:?}");
 }
+
+#[test]
+fn answers_are_reusable_as_declared() {
+    let events = vec![
+        order(1, EventKind::Create, json!(ME)),
+        order(2, EventKind::Write, json!(OTHER)),
+        order(3, EventKind::Unlink, json!(false)),
+        event(4, "res.partner", 40, EventKind::Create),
+        event(5, "product.template", 50, EventKind::Unlink),
+        event(6, "stock.picking", 60, EventKind::Create),
+    ];
+    for config in [
+        json!({}),
+        json!({"only_own_orders": true}),
+        json!({"only_own_orders": true, "fields": ["name", "user_id"]}),
+    ] {
+        smartsync_sdk::testing::check_answers_reusable::<SalesApp>(
+            &with_config(context(ME), config),
+            &events,
+        );
+    }
+}
