@@ -110,18 +110,23 @@ async fn bare(body: Bytes) -> std::net::SocketAddr {
     addr
 }
 
-/// A server on a fresh database; `plugin` is (app_type, plugin name) of a bundled plugin built in
-/// target/wasm32-wasip2/release, the only one enabled. Without it app_types use model lists.
+/// A server on a fresh database; `plugin` is (app_type, plugin name, its limits table) of a
+/// bundled plugin built in target/wasm32-wasip2/release, the only one enabled. Without it
+/// app_types use model lists.
 async fn smartsync_server(
     dir: &tempfile::TempDir,
     tail_events: usize,
-    plugin: Option<(&str, &str)>,
+    plugin: Option<(&str, &str, &str)>,
 ) -> smartsync::Server {
     let mut config = Config::embedded();
     config.plugins.file = dir.path().join("plugins.toml");
-    if let Some((app_type, name)) = plugin {
-        std::fs::write(&config.plugins.file, common::plugin_entry(app_type, name))
-            .expect("plugins.toml");
+    if let Some((app_type, name, limits)) = plugin {
+        let entry = common::plugin_entry(app_type, name);
+        std::fs::write(
+            &config.plugins.file,
+            format!("{entry}[plugins.{name}.limits]\n{limits}\n"),
+        )
+        .expect("plugins.toml");
     }
     config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
@@ -248,8 +253,13 @@ async fn main() {
     let mut rows: Vec<(String, f64, f64, &str)> = Vec::new();
 
     // Pulls: from the in-memory tail, through each bundled plugin, and with the tail disabled.
+    // Every device is user 5 of the same companies, so the plugins' answers are shared by all
+    // (the answer cache); one row turns the cache off, so that each pull calls the plugin.
     type Make = fn(i64) -> Value;
-    let cases: [(&str, &str, Option<&str>, usize, Make); 5] = [
+    // The plugin's name and its limits table.
+    type Plugin = Option<(&'static str, &'static str)>;
+    const NO_REUSE: &str = "answer_cache_mb = 0";
+    let cases: [(&str, &str, Plugin, usize, Make); 6] = [
         (
             "pull, 100-event page, no plugin",
             "sales_app",
@@ -260,21 +270,28 @@ async fn main() {
         (
             "pull, 100-event page, sales_app plugin",
             "sales_app",
-            Some("sales_app"),
+            Some(("sales_app", "")),
             20_000,
             order,
         ),
         (
             "pull, 100-event page, delivery_app plugin",
             "delivery_app",
-            Some("delivery_app"),
+            Some(("delivery_app", "")),
             20_000,
             picking,
         ),
         (
             "pull, 100-event page, manager_app plugin",
             "manager_app",
-            Some("manager_app"),
+            Some(("manager_app", "")),
+            20_000,
+            invoice,
+        ),
+        (
+            "pull, 100-event page, manager_app plugin, answers not reused (plugin called per pull)",
+            "manager_app",
+            Some(("manager_app", NO_REUSE)),
             20_000,
             invoice,
         ),
@@ -291,7 +308,12 @@ async fn main() {
             continue;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = smartsync_server(&dir, tail, plugin.map(|p| (app_type, p))).await;
+        let server = smartsync_server(
+            &dir,
+            tail,
+            plugin.map(|(name, limits)| (app_type, name, limits)),
+        )
+        .await;
         ingest(server.addr(), (1..=2000).map(make_event).collect()).await;
         let (make, sample) = pull_requests(server.addr(), connections, app_type).await;
         let make_ceiling = make.clone();

@@ -186,6 +186,44 @@ async fn managers_of_the_same_companies_share_answers_and_no_one_else_does() {
 }
 
 #[tokio::test]
+async fn one_commit_waking_many_pulls_of_one_scope_calls_the_plugin_once() {
+    let server = TestServer::start().await;
+    let toml = bundled_plugins_toml().replace(
+        "[plugins.manager_app]\n",
+        "[plugins.manager_app]\nlimits = { max_instances = 1 }\n",
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    // Twenty devices of user 5 wait; one invoice wakes them all.
+    let waiting: Vec<_> = (0..20)
+        .map(|d| {
+            let body = json!({"user_id": 5, "device_id": format!("dash-{d}"), "app_type": "manager_app", "wait": 30});
+            let request = server
+                .client
+                .post(server.url("/api/v2/sync/pull"))
+                .header("X-Session-Id", session(5))
+                .json(&body)
+                .send();
+            tokio::spawn(async move {
+                let answer: Value = request.await.expect("pull").json().await.expect("json");
+                answer
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .ingest_ok(json!([{"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": false}}]))
+        .await;
+    for pull in waiting {
+        let answer = pull.await.expect("pull task");
+        assert_eq!(event_ids(&answer), vec![1], "{answer}");
+    }
+    let manager = plugin_status(&server, "manager_app").await;
+    assert_eq!(manager["counters"]["calls"], 1, "{manager}");
+    assert_eq!(manager["answer_cache"]["events_reused"], 19, "{manager}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn answers_are_not_reused_without_the_plugins_leave_or_memory_for_them() {
     let server = TestServer::start().await;
     // The hostile plugin does not declare `answers-depend-on`.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -442,14 +442,22 @@ impl LoadedPlugin {
         };
         let scope = cache.scope(ctx);
         let mut known = cache.get(&scope, events);
-        let missing: Vec<Arc<LoggedEvent>> = events
-            .iter()
-            .zip(&known)
-            .filter(|(_, answer)| answer.is_none())
-            .map(|(event, _)| event.clone())
-            .collect();
-        if !missing.is_empty() {
-            let shaped = self.shape(ctx, &missing).await?;
+        if known.iter().any(Option::is_none) {
+            // Wait for an instance, then look again: when one commit wakes many pulls of the
+            // same scope, the call that held the instance may have just answered for them.
+            let permit = self.acquire().await?;
+            known = cache.get(&scope, events);
+            let missing: Vec<Arc<LoggedEvent>> = events
+                .iter()
+                .zip(&known)
+                .filter(|(_, answer)| answer.is_none())
+                .map(|(event, _)| event.clone())
+                .collect();
+            cache.count_reused(events.len() - missing.len());
+            if missing.is_empty() {
+                return Ok(sent(events, known));
+            }
+            let shaped = self.shape_holding(ctx, &missing).await?;
             let mut sent = pair_up(&missing, shaped).peekable();
             let fresh: Vec<(i64, Answer)> = missing
                 .iter()
@@ -466,15 +474,12 @@ impl LoadedPlugin {
                 *slot = fresh_answers.next();
             }
             cache.put(&scope, fresh);
+            // Only now: a pull waiting for the instance finds these answers.
+            drop(permit);
+        } else {
+            cache.count_reused(events.len());
         }
-        Ok(events
-            .iter()
-            .zip(known)
-            .filter_map(|(event, answer)| match answer {
-                Some(Answer::Sent(shaped)) => Some((event.clone(), shaped)),
-                Some(Answer::Dropped) | None => None,
-            })
-            .collect())
+        Ok(sent(events, known))
     }
 
     /// How the plugin's answer cache is doing; `None` when answers are not reused.
@@ -485,6 +490,24 @@ impl LoadedPlugin {
     /// Shapes `events` for `ctx`: the plugin's answer, checked. Counts the call, and
     /// quarantines the plugin after too many failures in a row.
     pub async fn shape(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        events: &[Arc<LoggedEvent>],
+    ) -> Result<Vec<Shaped>, PluginFailure> {
+        let _permit = self.acquire().await?;
+        self.shape_holding(ctx, events).await
+    }
+
+    /// Waits for one of the plugin's instances to be free.
+    async fn acquire(&self) -> Result<SemaphorePermit<'_>, PluginFailure> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| self.failure(FailureKind::Trap, "the plugin was unloaded"))
+    }
+
+    /// [`LoadedPlugin::shape`], for a caller holding a permit from [`LoadedPlugin::acquire`].
+    async fn shape_holding(
         self: &Arc<Self>,
         ctx: &CallContext,
         events: &[Arc<LoggedEvent>],
@@ -513,11 +536,6 @@ impl LoadedPlugin {
         ctx: &CallContext,
         events: &[Arc<LoggedEvent>],
     ) -> Result<(Vec<Shaped>, Duration), PluginFailure> {
-        let _permit = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| self.failure(FailureKind::Trap, "the plugin was unloaded"))?;
         let (this, ctx, events) = (self.clone(), ctx.clone(), events.to_vec());
         let started = Instant::now();
         let shaped = tokio::task::spawn_blocking(move || this.shape_blocking(&ctx, &events))
@@ -610,4 +628,19 @@ fn pair_up<'a>(
         let wire = ShapedWire::new(source, out.payload, out.data);
         Some((source.clone(), Arc::new(wire)))
     })
+}
+
+/// The events of `events` whose answer is to send them, with how.
+fn sent(
+    events: &[Arc<LoggedEvent>],
+    answers: Vec<Option<Answer>>,
+) -> Vec<(Arc<LoggedEvent>, Arc<ShapedWire>)> {
+    events
+        .iter()
+        .zip(answers)
+        .filter_map(|(event, answer)| match answer {
+            Some(Answer::Sent(shaped)) => Some((event.clone(), shaped)),
+            Some(Answer::Dropped) | None => None,
+        })
+        .collect()
 }
