@@ -55,8 +55,9 @@ pub trait Plugin {
     /// Return `Some(fields)` only when what [`shape`](Plugin::shape) answers for each event
     /// (dropped, or its payload change and data) depends on nothing but that event, the
     /// config, the app_type and these context fields: not on the other events of the call, the
-    /// clock, randomness or state kept between calls. The host then shapes an event once for
-    /// all pulls whose contexts agree on these fields. A plugin that filters by the user's
+    /// clock, randomness or state kept between calls, whatever the config. The host then reuses
+    /// the answer for all pulls whose contexts agree on these fields (and on the user, when
+    /// `DeviceId` is listed). A plugin that filters by the user's
     /// companies returns `Some(vec![ContextField::CompanyIds])`; one that reads nothing of the
     /// context returns `Some(vec![])`.
     fn answers_depend_on() -> Option<Vec<ContextField>> {

@@ -48,13 +48,20 @@ pub fn with_payload(mut event: Event, payload: Value) -> Event {
 /// `fields` take other values. Panics, naming what differs; does nothing for a plugin that
 /// returns `None`.
 ///
-/// Give it events that exercise every branch of `shape`, and a `ctx` whose undeclared fields the
-/// plugin could plausibly read.
+/// Each undeclared field is tried with one other value (another user and device, no companies,
+/// another language and time zone), so give it events that exercise every branch of `shape`,
+/// and call it once per config that changes what `shape` reads: the declaration must hold for
+/// every config.
 pub fn check_answers_reusable<P: Plugin>(ctx: &Context, events: &[Event]) {
     let Some(fields) = P::answers_depend_on() else {
         return;
     };
+    assert!(!events.is_empty(), "no events to check the promise on");
     let together = P::shape(ctx.clone(), events.to_vec());
+    assert!(
+        together.is_ok(),
+        "shape failed, so nothing could be checked: {together:?}"
+    );
     let alone: Result<Vec<_>, _> = events
         .iter()
         .map(|e| P::shape(ctx.clone(), vec![e.clone()]))

@@ -192,6 +192,7 @@ async fn one_commit_waking_many_pulls_of_one_scope_calls_the_plugin_once() {
         "[plugins.manager_app]\n",
         "[plugins.manager_app]\nlimits = { max_instances = 1 }\n",
     );
+    assert!(toml.contains("max_instances"));
     assert_eq!(set_plugins(&server, &toml).await.status(), 200);
     // Twenty devices of user 5 wait; one invoice wakes them all.
     let waiting: Vec<_> = (0..20)
@@ -220,6 +221,29 @@ async fn one_commit_waking_many_pulls_of_one_scope_calls_the_plugin_once() {
     let manager = plugin_status(&server, "manager_app").await;
     assert_eq!(manager["counters"]["calls"], 1, "{manager}");
     assert_eq!(manager["answer_cache"]["events_reused"], 19, "{manager}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_config_is_answered_anew() {
+    let server = TestServer::start().await;
+    server
+        .ingest_ok(json!([item("account.move", 1, "create")]))
+        .await;
+    let label = |answer: &Value| answer["events"][0]["data"]["label"].clone();
+    let first = server
+        .pull_ok(&session(5), &pull_body(5, "a", "manager_app"))
+        .await;
+    assert_eq!(label(&first), "الفواتير");
+    let toml = format!(
+        "{}[plugins.manager_app.config]\nlabels = {{ \"account.move\" = \"Invoices\" }}\n",
+        bundled_plugins_toml()
+    );
+    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    let second = server
+        .pull_ok(&session(5), &pull_body(5, "b", "manager_app"))
+        .await;
+    assert_eq!(label(&second), "Invoices");
     server.stop().await;
 }
 

@@ -159,12 +159,14 @@ impl AnswerCache {
         }
     }
 
-    /// The scope of a call in `ctx`.
+    /// The scope of a call in `ctx`. A device id is the client's name for its device, unique
+    /// per user only, so a scope with the device id has the user id too.
     pub fn scope(&self, ctx: &CallContext) -> Scope {
         let has = |field: ContextField| self.depends_on.contains(&field);
         Scope {
             app_type: ctx.app_type.clone(),
-            user_id: has(ContextField::UserId).then_some(ctx.user_id),
+            user_id: (has(ContextField::UserId) || has(ContextField::DeviceId))
+                .then_some(ctx.user_id),
             device_id: has(ContextField::DeviceId).then(|| ctx.device_id.clone()),
             company_ids: has(ContextField::CompanyIds).then(|| ctx.company_ids.clone()),
             lang: has(ContextField::Lang).then(|| ctx.lang.clone()),
@@ -354,6 +356,19 @@ mod tests {
 
         let view = cache.view();
         assert_eq!((view.scopes, view.events_shaped), (1, 2));
+    }
+
+    #[test]
+    fn a_device_scoped_cache_keeps_users_apart_too() {
+        let cache = AnswerCache::new(vec![ContextField::DeviceId], 1 << 20);
+        let (mut five, mut six) = (ctx(5, vec![1]), ctx(6, vec![1]));
+        five.device_id = "phone".into();
+        six.device_id = "phone".into();
+        cache.put(&cache.scope(&five), [(1, Answer::Dropped)]);
+        assert_eq!(
+            kept(&cache.get(&cache.scope(&six), &[event(1)])),
+            ["unknown"]
+        );
     }
 
     #[test]

@@ -438,7 +438,7 @@ impl LoadedPlugin {
     ) -> Result<Vec<(Arc<LoggedEvent>, Arc<ShapedWire>)>, PluginFailure> {
         let Some(cache) = &self.answers else {
             let shaped = self.shape(ctx, events).await?;
-            return Ok(pair_up(events, shaped).collect());
+            return self.pair_up(events, shaped).collect();
         };
         let scope = cache.scope(ctx);
         let mut known = cache.get(&scope, events);
@@ -458,7 +458,11 @@ impl LoadedPlugin {
                 return Ok(sent(events, known));
             }
             let shaped = self.shape_holding(ctx, &missing).await?;
-            let mut sent = pair_up(&missing, shaped).peekable();
+            let mut sent = self
+                .pair_up(&missing, shaped)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .peekable();
             let fresh: Vec<(i64, Answer)> = missing
                 .iter()
                 .map(|event| {
@@ -482,6 +486,27 @@ impl LoadedPlugin {
         Ok(sent(events, known))
     }
 
+    /// Pairs each shaped event with its source in `events`. The answer was checked (its ids
+    /// come from `events`, in order), so an id without a source is a bug of the host; it fails
+    /// the call rather than being taken for a dropped event.
+    fn pair_up<'a>(
+        &'a self,
+        events: &'a [Arc<LoggedEvent>],
+        shaped: Vec<Shaped>,
+    ) -> impl Iterator<Item = Result<(Arc<LoggedEvent>, Arc<ShapedWire>), PluginFailure>> + 'a {
+        let mut sources = events.iter();
+        shaped.into_iter().map(move |out| {
+            let source = sources.find(|e| e.event.id == out.id).ok_or_else(|| {
+                self.failure(
+                    FailureKind::BadOutput,
+                    format!("shaped event {} is missing from its input", out.id),
+                )
+            })?;
+            let wire = ShapedWire::new(source, out.payload, out.data);
+            Ok((source.clone(), Arc::new(wire)))
+        })
+    }
+
     /// How the plugin's answer cache is doing; `None` when answers are not reused.
     pub fn answer_cache(&self) -> Option<AnswerCacheView> {
         self.answers.as_ref().map(AnswerCache::view)
@@ -499,7 +524,12 @@ impl LoadedPlugin {
     }
 
     /// Waits for one of the plugin's instances to be free.
+    /// A quarantined plugin fails at once, without waiting.
     async fn acquire(&self) -> Result<SemaphorePermit<'_>, PluginFailure> {
+        self.health.check().map_err(|mut e| {
+            e.plugin = self.label.clone();
+            e
+        })?;
         self.slots
             .acquire()
             .await
@@ -614,20 +644,6 @@ impl LoadedPlugin {
         }
         Ok(())
     }
-}
-
-/// Pairs each shaped event with its source in `events`. The answer was checked: its ids come
-/// from `events`, in order.
-fn pair_up<'a>(
-    events: &'a [Arc<LoggedEvent>],
-    shaped: Vec<Shaped>,
-) -> impl Iterator<Item = (Arc<LoggedEvent>, Arc<ShapedWire>)> + 'a {
-    let mut sources = events.iter();
-    shaped.into_iter().filter_map(move |out| {
-        let source = sources.find(|e| e.event.id == out.id)?;
-        let wire = ShapedWire::new(source, out.payload, out.data);
-        Some((source.clone(), Arc::new(wire)))
-    })
 }
 
 /// The events of `events` whose answer is to send them, with how.
