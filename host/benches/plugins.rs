@@ -172,23 +172,21 @@ fn main() {
     // Loading: compiling from scratch, then from a warm disk cache (what a restart does).
     let cache = tempfile::tempdir().expect("tempdir");
     let bytes = std::fs::read(wasm("manager_app")).expect("read wasm");
+    // A new engine on `dir`, then one load timed.
+    let timed_load = |dir: &std::path::Path| {
+        let engine = PluginEngine::new(Some(dir)).expect("engine");
+        let started = Instant::now();
+        engine
+            .load("manager_app", &bytes, "{}".into(), PluginLimits::default())
+            .expect("load");
+        started.elapsed()
+    };
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for round in 0..5 {
-        let engine =
-            PluginEngine::new(Some(&cache.path().join(format!("c{round}")))).expect("engine");
-        let started = Instant::now();
-        engine
-            .load("manager_app", &bytes, "{}".into(), PluginLimits::default())
-            .expect("load");
-        cold.push(started.elapsed());
-        let engine =
-            PluginEngine::new(Some(&cache.path().join(format!("c{round}")))).expect("engine");
-        let started = Instant::now();
-        engine
-            .load("manager_app", &bytes, "{}".into(), PluginLimits::default())
-            .expect("load");
-        warm.push(started.elapsed());
+        let dir = cache.path().join(format!("c{round}"));
+        cold.push(timed_load(&dir));
+        warm.push(timed_load(&dir));
     }
     cold.sort();
     warm.sort();

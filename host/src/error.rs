@@ -152,3 +152,10 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A query string that does not parse: 400 `invalid_query`, with axum's reason.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::bad_request("invalid_query", e.body_text())
+    }
+}

@@ -33,6 +33,26 @@ fn hostile_toml(mode: &str, limits: &str) -> String {
     )
 }
 
+/// `toml` with a `limits` table for manager_app.
+fn with_manager_limits(toml: &str, limits: &str) -> String {
+    let patched = toml.replace(
+        "[plugins.manager_app]\n",
+        &format!("[plugins.manager_app]\nlimits = {{ {limits} }}\n"),
+    );
+    assert_ne!(patched, toml, "manager_app is in the file");
+    patched
+}
+
+/// Records of companies 1, 2 and 3, and a shared one (ids 1 to 4).
+fn records_of_three_companies() -> Value {
+    json!([
+        {"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": 1}},
+        {"model": "account.move", "record_id": 2, "event": "create", "payload": {"id": 2, "company_id": 2}},
+        {"model": "hr.expense", "record_id": 3, "event": "create", "payload": {"id": 3, "company_id": 3}},
+        {"model": "res.partner", "record_id": 4, "event": "write", "payload": {"id": 4, "company_id": false}},
+    ])
+}
+
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
@@ -96,14 +116,7 @@ async fn the_delivery_plugin_adds_a_status() {
 #[tokio::test]
 async fn the_manager_plugin_labels_and_keeps_allowed_companies() {
     let server = TestServer::start().await;
-    server
-        .ingest_ok(json!([
-            {"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": 1}},
-            {"model": "account.move", "record_id": 2, "event": "create", "payload": {"id": 2, "company_id": 2}},
-            {"model": "hr.expense", "record_id": 3, "event": "create", "payload": {"id": 3, "company_id": 3}},
-            {"model": "res.partner", "record_id": 4, "event": "write", "payload": {"id": 4, "company_id": false}},
-        ]))
-        .await;
+    server.ingest_ok(records_of_three_companies()).await;
     // session-7 is a user of companies 1 and 3.
     let answer = server
         .pull_ok(&session(7), &pull_body(7, "web-1", "manager_app"))
@@ -142,14 +155,7 @@ async fn managers_of_the_same_companies_share_answers_and_no_one_else_does() {
         }
     })
     .await;
-    server
-        .ingest_ok(json!([
-            {"model": "account.move", "record_id": 1, "event": "create", "payload": {"id": 1, "company_id": 1}},
-            {"model": "account.move", "record_id": 2, "event": "create", "payload": {"id": 2, "company_id": 2}},
-            {"model": "hr.expense", "record_id": 3, "event": "create", "payload": {"id": 3, "company_id": 3}},
-            {"model": "res.partner", "record_id": 4, "event": "write", "payload": {"id": 4, "company_id": false}},
-        ]))
-        .await;
+    server.ingest_ok(records_of_three_companies()).await;
 
     // User 7 (companies 1 and 3) pulls first: the plugin shapes the four events.
     let first = server
@@ -188,11 +194,7 @@ async fn managers_of_the_same_companies_share_answers_and_no_one_else_does() {
 #[tokio::test]
 async fn one_commit_waking_many_pulls_of_one_scope_calls_the_plugin_once() {
     let server = TestServer::start().await;
-    let toml = bundled_plugins_toml().replace(
-        "[plugins.manager_app]\n",
-        "[plugins.manager_app]\nlimits = { max_instances = 1 }\n",
-    );
-    assert!(toml.contains("max_instances"));
+    let toml = with_manager_limits(&bundled_plugins_toml(), "max_instances = 1");
     assert_eq!(set_plugins(&server, &toml).await.status(), 200);
     // Twenty devices of user 5 wait; one invoice wakes them all.
     let waiting: Vec<_> = (0..20)
@@ -251,11 +253,7 @@ async fn a_new_config_is_answered_anew() {
 async fn answers_are_not_reused_without_the_plugins_leave_or_memory_for_them() {
     let server = TestServer::start().await;
     // The hostile plugin does not declare `answers-depend-on`.
-    let toml = hostile_toml("pass", "").replace(
-        "[plugins.manager_app]\n",
-        "[plugins.manager_app]\nlimits = { answer_cache_mb = 0 }\n",
-    );
-    assert!(toml.contains("answer_cache_mb"));
+    let toml = with_manager_limits(&hostile_toml("pass", ""), "answer_cache_mb = 0");
     assert_eq!(set_plugins(&server, &toml).await.status(), 200);
     server
         .ingest_ok(json!([item("account.move", 1, "create")]))
@@ -735,14 +733,7 @@ async fn the_admin_api_needs_its_token_and_lists_plugins() {
     server
         .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
         .await;
-    let status = server.admin_plugins().await;
-    let sales = status["plugins"]
-        .as_array()
-        .expect("plugins")
-        .iter()
-        .find(|p| p["app_type"] == "sales_app")
-        .expect("sales listed")
-        .clone();
+    let sales = plugin_status(&server, "sales_app").await;
     assert_eq!(sales["state"], "ok");
     assert_eq!(sales["enabled"], true);
     assert_eq!(sales["version_hash"].as_str().map(str::len), Some(16));

@@ -99,8 +99,7 @@ async fn odoo_webhook(
     params: Result<Query<WebhookParams>, QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     check_token(&app, params.token.as_deref())?;
     let kind = params
         .event

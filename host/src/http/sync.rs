@@ -65,8 +65,7 @@ async fn state(
     params: Result<Query<StateParams>, QueryRejection>,
 ) -> ApiResult<Json<StateAnswer>> {
     let identity = identify(&app, &headers).await?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     let user_id = user_id_param(params.user_id)?;
     let device_id = required("device_id", params.device_id)?;
     let answer = sync::state(&app, &identity, user_id, device_id, params.app_type).await?;
@@ -91,8 +90,7 @@ async fn stream(
     headers: HeaderMap,
     params: Result<Query<StreamParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(params) = params?;
     let session = headers
         .get(super::SESSION_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -442,6 +442,7 @@ impl LoadedPlugin {
         };
         let scope = cache.scope(ctx);
         let mut known = cache.get(&scope, events);
+        let mut shaped_now = 0;
         if known.iter().any(Option::is_none) {
             // Wait for an instance, then look again: when one commit wakes many pulls of the
             // same scope, the call that held the instance may have just answered for them.
@@ -453,36 +454,33 @@ impl LoadedPlugin {
                 .filter(|(_, answer)| answer.is_none())
                 .map(|(event, _)| event.clone())
                 .collect();
-            cache.count_reused(events.len() - missing.len());
-            if missing.is_empty() {
-                return Ok(sent(events, known));
-            }
-            let shaped = self.shape_holding(ctx, &missing).await?;
-            let mut sent = self
-                .pair_up(&missing, shaped)
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .peekable();
-            let fresh: Vec<(i64, Answer)> = missing
-                .iter()
-                .map(|event| {
-                    let id = event.event.id;
-                    match sent.next_if(|(source, _)| source.event.id == id) {
-                        Some((_, shaped)) => (id, Answer::Sent(shaped)),
-                        None => (id, Answer::Dropped),
+            if !missing.is_empty() {
+                let shaped = self.shape_holding(ctx, &missing).await?;
+                let mut sent = self
+                    .pair_up(&missing, shaped)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .peekable();
+                let mut fresh = Vec::with_capacity(missing.len());
+                for (slot, event) in known.iter_mut().zip(events) {
+                    if slot.is_some() {
+                        continue;
                     }
-                })
-                .collect();
-            let mut fresh_answers = fresh.iter().map(|(_, answer)| answer.clone());
-            for slot in known.iter_mut().filter(|slot| slot.is_none()) {
-                *slot = fresh_answers.next();
+                    let id = event.event.id;
+                    let answer = match sent.next_if(|(source, _)| source.event.id == id) {
+                        Some((_, shaped)) => Answer::Sent(shaped),
+                        None => Answer::Dropped,
+                    };
+                    *slot = Some(answer.clone());
+                    fresh.push((id, answer));
+                }
+                shaped_now = fresh.len();
+                cache.put(&scope, fresh);
             }
-            cache.put(&scope, fresh);
             // Only now: a pull waiting for the instance finds these answers.
             drop(permit);
-        } else {
-            cache.count_reused(events.len());
         }
+        cache.count_reused(events.len() - shaped_now);
         Ok(sent(events, known))
     }
 
