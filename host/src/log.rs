@@ -466,8 +466,9 @@ async fn commit_group(shared: &Shared, group: Vec<AppendRequest>) {
         replies.push(request.reply);
         events.extend(request.events);
     }
-    match shared.store.append(&events).await {
-        Ok(answers) => publish(shared, events, &answers, replies, &counts),
+    let events = Arc::new(events);
+    match shared.store.append(events.clone()).await {
+        Ok(answers) => publish(shared, owned(events), &answers, replies, &counts),
         Err(e) if replies.len() == 1 => {
             let _ = replies.pop().map(|reply| reply.send(Err(e)));
         }
@@ -475,11 +476,11 @@ async fn commit_group(shared: &Shared, group: Vec<AppendRequest>) {
             // One transaction for the group failed: give every request its own, so that one
             // request's failure is never another's.
             tracing::warn!(error = %e, requests = replies.len(), "group commit failed; committing requests one by one");
-            let mut rest = events.into_iter();
+            let mut rest = owned(events).into_iter();
             for (reply, count) in replies.into_iter().zip(counts) {
-                let own: Vec<NewEvent> = rest.by_ref().take(count).collect();
-                match shared.store.append(&own).await {
-                    Ok(answers) => publish(shared, own, &answers, vec![reply], &[count]),
+                let own = Arc::new(rest.by_ref().take(count).collect::<Vec<NewEvent>>());
+                match shared.store.append(own.clone()).await {
+                    Ok(answers) => publish(shared, owned(own), &answers, vec![reply], &[count]),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -487,6 +488,12 @@ async fn commit_group(shared: &Shared, group: Vec<AppendRequest>) {
             }
         }
     }
+}
+
+/// The events back from the store, which lets go of them before it answers: copied only if a
+/// store kept a reference after all.
+fn owned(events: Arc<Vec<NewEvent>>) -> Vec<NewEvent> {
+    Arc::try_unwrap(events).unwrap_or_else(|kept| kept.as_ref().clone())
 }
 
 /// Makes committed events visible to readers, then answers the appenders.
@@ -562,7 +569,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl EventStore for GatedStore {
-        async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError> {
             self.inner.append(events).await
         }
         async fn last_event_id(&self) -> Result<i64, StoreError> {

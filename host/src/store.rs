@@ -28,6 +28,10 @@ pub struct Appended {
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Write(#[from] rusqlite::Error),
+    #[error("the database writer has stopped")]
+    WriterStopped,
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not readable: {0}")]
@@ -40,8 +44,9 @@ pub enum StoreError {
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` in one transaction, numbering them in order after every id ever used.
     /// An event whose dedupe key is already stored, or appears earlier in `events`, is not stored
-    /// again: its answer is the original id. All or nothing.
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError>;
+    /// again: its answer is the original id. All or nothing. The store keeps no reference to
+    /// `events` once it has answered.
+    async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError>;
 
     /// The highest id ever assigned (0 for an empty log).
     async fn last_event_id(&self) -> Result<i64, StoreError>;

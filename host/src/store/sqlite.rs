@@ -1,8 +1,8 @@
 //! The embedded default: one SQLite file in WAL mode.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,21 +11,20 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
-use tokio::sync::Mutex;
 
 use super::{Appended, EventStore, StoreError};
 use crate::config::DatabaseConfig;
 use crate::event::{Event, EventKind, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
 
-/// SQLite allows 32766 bound parameters per statement; stay well below it.
-const ROWS_PER_INSERT: usize = 500;
+mod writer;
+use writer::Writer;
 
 pub struct SqliteStore {
+    /// Reads, and the migrations.
     pool: SqlitePool,
-    /// The next id to assign, once known. Appends are serialized through this lock, which is
-    /// what makes ids follow commit order.
-    next_id: Mutex<Option<i64>>,
+    /// Every write: one connection on its own thread, which also makes ids follow commit order.
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -52,105 +51,15 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore {
-            pool,
-            next_id: Mutex::new(None),
-        })
-    }
-
-    async fn append_in_tx(
-        &self,
-        next_id: &mut Option<i64>,
-        events: &[NewEvent],
-    ) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut next = match *next_id {
-            Some(id) => id,
-            None => last_event_id(&mut *tx).await? + 1,
-        };
-
-        let mut known: HashMap<&str, i64> = HashMap::new();
-        let keys: Vec<&str> = events
-            .iter()
-            .filter_map(|e| e.dedupe_key.as_deref())
-            .collect();
-        for chunk in keys.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT id, dedupe_key FROM events WHERE dedupe_key IN (",
-            );
-            let mut list = query.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            query.push(")");
-            for row in query.build().fetch_all(&mut *tx).await? {
-                let id: i64 = row.try_get("id")?;
-                let key: String = row.try_get("dedupe_key")?;
-                if let Some(k) = chunk.iter().find(|k| **k == key) {
-                    known.insert(k, id);
-                }
-            }
-        }
-
-        let mut answers = Vec::with_capacity(events.len());
-        let mut fresh: Vec<(i64, &NewEvent)> = Vec::with_capacity(events.len());
-        for event in events {
-            if let Some(key) = event.dedupe_key.as_deref() {
-                if let Some(&id) = known.get(key) {
-                    answers.push(Appended {
-                        id,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                known.insert(key, next);
-            }
-            answers.push(Appended {
-                id: next,
-                duplicate: false,
-            });
-            fresh.push((next, event));
-            next += 1;
-        }
-
-        for chunk in fresh.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
-                 changed_fields, dedupe_key, received_at) ",
-            );
-            query.push_values(chunk, |mut row, (id, e)| {
-                row.push_bind(*id)
-                    .push_bind(e.model.as_str())
-                    .push_bind(e.record_id)
-                    .push_bind(e.kind.as_str())
-                    .push_bind(e.timestamp.as_str())
-                    .push_bind(e.payload.as_deref())
-                    .push_bind(
-                        e.changed_fields
-                            .as_ref()
-                            .and_then(|f| serde_json::to_string(f).ok()),
-                    )
-                    .push_bind(e.dedupe_key.as_deref())
-                    .push_bind(e.received_at.as_str());
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        *next_id = Some(next);
-        Ok(answers)
+        let writer = Writer::start(Path::new(path), &config.synchronous)?;
+        Ok(SqliteStore { pool, writer })
     }
 }
 
 async fn last_event_id(
     conn: impl sqlx::Executor<'_, Database = Sqlite>,
 ) -> Result<i64, StoreError> {
-    // sqlite_sequence remembers the highest id ever used, even after its row was deleted.
-    let row = sqlx::query(
-        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
-                    COALESCE((SELECT MAX(id) FROM events), 0)) AS last",
-    )
-    .fetch_one(conn)
-    .await?;
+    let row = sqlx::query(writer::LAST_EVENT_ID).fetch_one(conn).await?;
     Ok(row.try_get("last")?)
 }
 
@@ -191,14 +100,8 @@ fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[Stri
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<Appended>, StoreError> {
-        let mut next_id = self.next_id.lock().await;
-        let result = self.append_in_tx(&mut next_id, events).await;
-        if result.is_err() {
-            // A commit may fail after all; ask the database again next time.
-            *next_id = None;
-        }
-        result
+    async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError> {
+        self.writer.append(events).await
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {
@@ -272,21 +175,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn prune(&self, through: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query("DELETE FROM events WHERE id <= ?")
-            .bind(through)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(
-            "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?) \
-             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-        )
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(deleted)
+        self.writer.prune(through).await
     }
 
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError> {
@@ -313,31 +202,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn save_devices(&self, devices: &[(DeviceKey, DeviceState)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in devices.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO devices (user_id, device_id, app_type, position, sync_count, \
-                 first_sync_time, last_sync_time, feed_epoch) ",
-            );
-            query.push_values(chunk, |mut row, (key, state)| {
-                row.push_bind(key.user_id)
-                    .push_bind(key.device_id.as_str())
-                    .push_bind(key.app_type.as_str())
-                    .push_bind(state.position)
-                    .push_bind(state.sync_count)
-                    .push_bind(state.first_sync_time.as_str())
-                    .push_bind(state.last_sync_time.as_str())
-                    .push_bind(state.feed_epoch as i64);
-            });
-            query.push(
-                " ON CONFLICT (user_id, device_id, app_type) DO UPDATE SET \
-                 position = excluded.position, sync_count = excluded.sync_count, \
-                 last_sync_time = excluded.last_sync_time, feed_epoch = excluded.feed_epoch",
-            );
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.writer.save_devices(devices.to_vec()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -346,6 +211,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
