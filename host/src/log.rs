@@ -1,10 +1,12 @@
 //! The event log as the rest of the server sees it: one writer, many readers.
 //!
-//! Appends go through a single writer task that commits whatever has queued up in one
-//! transaction (group commit), so many concurrent webhooks share a transaction instead of each
-//! paying for one. Only after the commit does the writer publish the events to the in-memory
-//! tail and move the head, and only then does it answer the appenders: a reader never sees an
-//! event that is not durable, and ids appear in commit order.
+//! Appends go through a single writer task. It gathers whatever has queued up into one group and
+//! hands it to the store without waiting for the group before it; the store commits the groups
+//! queued with it together (group commit), so many concurrent webhooks share a transaction
+//! instead of each paying for one. Only after the commit does the writer publish a group's events
+//! to the in-memory tail and move the head, in the order the groups were handed over, and only
+//! then does it answer the appenders: a reader never sees an event that is not durable, and ids
+//! appear in commit order.
 //!
 //! The tail holds the newest events with their wire form pre-rendered, so that a device that is
 //! up to date, the common case, is answered without touching the database.
@@ -21,7 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, LoggedEvent, NewEvent};
-use crate::store::{Appended, EventStore, StoreError};
+use crate::store::{Appended, EventStore, PendingAppend, StoreError};
 
 /// Which models a reader wants; `None` is every model.
 pub type ModelFilter<'a> = Option<&'a [String]>;
@@ -426,65 +428,130 @@ fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -
     scan
 }
 
+/// Groups handed to the store and not yet answered, at most. The store commits the groups
+/// queued with it together, so this bounds what waits there, not how much shares a commit.
+const GROUPS_IN_FLIGHT: usize = 256;
+
+/// A group handed to the store, waiting for its answer.
+struct InFlight {
+    answer: PendingAppend,
+    events: Arc<Vec<NewEvent>>,
+    replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
+    counts: Vec<usize>,
+}
+
+impl InFlight {
+    /// Queues the events with the store; they take their place in the commit order now.
+    fn submit(
+        shared: &Shared,
+        events: Vec<NewEvent>,
+        replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
+        counts: Vec<usize>,
+    ) -> InFlight {
+        let events = Arc::new(events);
+        InFlight {
+            answer: shared.store.append(events.clone()),
+            events,
+            replies,
+            counts,
+        }
+    }
+}
+
+/// Hands groups of appends to the store as they arrive, without waiting for the previous one
+/// to commit, and publishes each group once the store answers it, in the order they were
+/// handed over: that is commit order, so ids reach readers in order.
 async fn run_writer(
     shared: Arc<Shared>,
     mut requests: mpsc::Receiver<AppendRequest>,
     mut stop: watch::Receiver<bool>,
     group_max_events: usize,
 ) {
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Whether appends may still arrive, and whether they are refused from now on.
+    let mut open = true;
+    let mut stopping = false;
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
-            request = requests.recv() => request,
-            () = crate::util::stopped(&mut stop) => {
-                // Refuse new appends, then commit the ones already queued.
-                requests.close();
-                requests.recv().await
-            }
-        };
-        let Some(first) = first else { break };
-        let mut group = vec![first];
-        let mut queued = group[0].events.len();
-        while queued < group_max_events {
-            match requests.try_recv() {
-                Ok(request) => {
-                    queued += request.events.len();
-                    group.push(request);
+            answer = oldest_answer(&mut in_flight), if !in_flight.is_empty() => {
+                if let Some(done) = in_flight.pop_front() {
+                    finish(&shared, done, answer, &mut in_flight);
                 }
-                Err(_) => break,
             }
+            request = requests.recv(), if open && in_flight.len() < GROUPS_IN_FLIGHT => {
+                let Some(first) = request else {
+                    open = false;
+                    continue;
+                };
+                let mut group = vec![first];
+                let mut queued = group[0].events.len();
+                while queued < group_max_events {
+                    match requests.try_recv() {
+                        Ok(request) => {
+                            queued += request.events.len();
+                            group.push(request);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let counts: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
+                let mut replies = Vec::with_capacity(group.len());
+                let mut events = Vec::with_capacity(queued);
+                for request in group {
+                    replies.push(request.reply);
+                    events.extend(request.events);
+                }
+                in_flight.push_back(InFlight::submit(&shared, events, replies, counts));
+            }
+            () = crate::util::stopped(&mut stop), if !stopping => {
+                // Refuse new appends; the ones already queued are still committed.
+                stopping = true;
+                requests.close();
+            }
+            // Nothing queued, nothing in flight, and nothing more can arrive.
+            else => break,
         }
-        commit_group(&shared, group).await;
     }
 }
 
-async fn commit_group(shared: &Shared, group: Vec<AppendRequest>) {
-    let counts: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
-    let mut replies = Vec::with_capacity(group.len());
-    let mut events = Vec::with_capacity(counts.iter().sum());
-    for request in group {
-        replies.push(request.reply);
-        events.extend(request.events);
-    }
-    let events = Arc::new(events);
-    match shared.store.append(events.clone()).await {
+/// The answer to the oldest group in flight.
+fn oldest_answer(
+    in_flight: &mut VecDeque<InFlight>,
+) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + '_ {
+    std::future::poll_fn(move |cx| match in_flight.front_mut() {
+        Some(oldest) => oldest.answer.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+}
+
+/// Publishes a committed group, or answers its failure.
+fn finish(
+    shared: &Shared,
+    done: InFlight,
+    answer: Result<Vec<Appended>, StoreError>,
+    in_flight: &mut VecDeque<InFlight>,
+) {
+    let InFlight {
+        events,
+        mut replies,
+        counts,
+        ..
+    } = done;
+    match answer {
         Ok(answers) => publish(shared, owned(events), &answers, replies, &counts),
         Err(e) if replies.len() == 1 => {
             let _ = replies.pop().map(|reply| reply.send(Err(e)));
         }
         Err(e) => {
             // One transaction for the group failed: give every request its own, so that one
-            // request's failure is never another's.
+            // request's failure is never another's. They queue behind the groups already in
+            // flight and are published after them, in commit order.
             tracing::warn!(error = %e, requests = replies.len(), "group commit failed; committing requests one by one");
             let mut rest = owned(events).into_iter();
             for (reply, count) in replies.into_iter().zip(counts) {
-                let own = Arc::new(rest.by_ref().take(count).collect::<Vec<NewEvent>>());
-                match shared.store.append(own.clone()).await {
-                    Ok(answers) => publish(shared, owned(own), &answers, vec![reply], &[count]),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let own: Vec<NewEvent> = rest.by_ref().take(count).collect();
+                in_flight.push_back(InFlight::submit(shared, own, vec![reply], vec![count]));
             }
         }
     }
@@ -569,8 +636,8 @@ mod tests {
 
     #[async_trait::async_trait]
     impl EventStore for GatedStore {
-        async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError> {
-            self.inner.append(events).await
+        fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
+            self.inner.append(events)
         }
         async fn last_event_id(&self) -> Result<i64, StoreError> {
             self.inner.last_event_id().await
@@ -734,6 +801,72 @@ mod tests {
         tokio::time::timeout(short, picking_waiter)
             .await
             .expect("a picking wakes a waiter of pickings");
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_that_fails_fails_alone_and_the_others_are_published_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
+            .await
+            .expect("store");
+        // Refuses the model `poison`, as a failing disk would.
+        store
+            .execute_for_test(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.model = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+            )
+            .await;
+        let limits = TailLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let log = Arc::new(
+            EventLog::open(Arc::new(store), limits, 100)
+                .await
+                .expect("log"),
+        );
+        // On this single-threaded runtime the three requests are all queued before the writer
+        // task runs, so it takes them as one group.
+        let requests: Vec<_> = [
+            vec![new_event("sale.order")],
+            vec![new_event("res.partner"), new_event("poison")],
+            vec![new_event("stock.picking")],
+        ]
+        .into_iter()
+        .map(|events| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(events).await })
+        })
+        .collect();
+        let mut answers = Vec::new();
+        for request in requests {
+            answers.push(request.await.expect("task"));
+        }
+        let ids = |answer: &Result<Vec<Appended>, AppendError>| -> Vec<i64> {
+            answer
+                .as_ref()
+                .expect("appended")
+                .iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        assert_eq!(ids(&answers[0]), [1]);
+        assert!(
+            matches!(&answers[1], Err(AppendError::Store(e)) if e.to_string().contains("poison refused")),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(ids(&answers[2]), [2]);
+        let scan = log.scan(0, None, 10, 100).await.expect("scan");
+        let stored: Vec<(i64, &str)> = scan
+            .events
+            .iter()
+            .map(|e| (e.event.id, e.event.model.as_str()))
+            .collect();
+        assert_eq!(stored, [(1, "sale.order"), (2, "stock.picking")]);
+        assert_eq!(log.head(), 2);
         log.close().await;
     }
 }

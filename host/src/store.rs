@@ -5,6 +5,8 @@
 
 mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,6 +16,10 @@ pub use sqlite::SqliteStore;
 use crate::config::DatabaseConfig;
 use crate::event::{Event, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
+
+/// The answer to [`EventStore::append`], once the batch has committed (or failed).
+pub type PendingAppend =
+    Pin<Box<dyn Future<Output = Result<Vec<Appended>, StoreError>> + Send + 'static>>;
 
 /// What became of one appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +48,15 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Appends `events` in one transaction, numbering them in order after every id ever used.
-    /// An event whose dedupe key is already stored, or appears earlier in `events`, is not stored
-    /// again: its answer is the original id. All or nothing. The store keeps no reference to
-    /// `events` once it has answered.
-    async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError>;
+    /// Queues `events` to be appended in one transaction, numbered in order after every id ever
+    /// used. An event whose dedupe key is already stored, or appears earlier in `events`, is not
+    /// stored again: its answer is the original id. All or nothing.
+    ///
+    /// Batches commit in the order of the calls: a batch takes its place when `append` is
+    /// called, not when its answer is first polled, so a caller may queue several batches and
+    /// then await their answers in turn. The store keeps no reference to `events` once it has
+    /// answered.
+    fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend;
 
     /// The highest id ever assigned (0 for an empty log).
     async fn last_event_id(&self) -> Result<i64, StoreError>;

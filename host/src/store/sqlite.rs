@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Appended, EventStore, StoreError};
+use super::{EventStore, PendingAppend, StoreError};
 use crate::config::DatabaseConfig;
 use crate::event::{Event, EventKind, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
@@ -53,6 +53,15 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         let writer = Writer::start(Path::new(path), &config.synchronous)?;
         Ok(SqliteStore { pool, writer })
+    }
+
+    /// Runs one statement on a pooled connection, for tests that shape the database.
+    #[cfg(test)]
+    pub(crate) async fn execute_for_test(&self, sql: &str) {
+        sqlx::query(sql)
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 
@@ -100,8 +109,8 @@ fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[Stri
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn append(&self, events: Arc<Vec<NewEvent>>) -> Result<Vec<Appended>, StoreError> {
-        self.writer.append(events).await
+    fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
+        self.writer.append(events)
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {

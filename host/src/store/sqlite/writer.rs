@@ -1,11 +1,16 @@
 //! The one connection that writes, on a thread of its own.
 //!
 //! Every write to the SQLite file (appends, pruning, device positions) runs here, in the order
-//! it was asked for, on one connection that keeps its statements prepared. A group of appends
-//! therefore costs one hand-off between threads and one transaction of single-row statements
-//! that SQLite has already compiled, and the server's writers never wait for each other inside
-//! SQLite's busy handler. Reads stay on the sqlx pool: in WAL mode they never wait for this
-//! connection, and they see each transaction once it has committed.
+//! it was asked for, on one connection that keeps its statements prepared. A batch of appends
+//! therefore costs one hand-off between threads and single-row statements that SQLite has
+//! already compiled, and the server's writers never wait for each other inside SQLite's busy
+//! handler. Reads stay on the sqlx pool: in WAL mode they never wait for this connection, and
+//! they see each transaction once it has committed.
+//!
+//! Appends that queue up while a transaction commits are committed together in the next one
+//! (group commit at the connection): the thread is never idle while appends wait, and a commit's
+//! sync to disk is shared by all of them. If that transaction fails, each batch is tried again
+//! on its own, so that one batch's failure is never another's.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,9 +22,15 @@ use tokio::sync::oneshot;
 
 use crate::event::NewEvent;
 use crate::positions::{DeviceKey, DeviceState};
-use crate::store::{Appended, StoreError};
+use crate::store::{Appended, PendingAppend, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A batch of appends and where its answer goes.
+type QueuedBatch = (Arc<Vec<NewEvent>>, Reply<Vec<Appended>>);
+
+/// Queued batches are merged into one transaction until it holds at least this many events.
+const MERGE_UP_TO_EVENTS: usize = 8192;
 
 enum Job {
     Append {
@@ -66,13 +77,16 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// See [`crate::store::EventStore::append`]. The writer lets go of `events` before it
-    /// answers, so the caller holds the only reference again afterwards.
-    pub(super) async fn append(
-        &self,
-        events: Arc<Vec<NewEvent>>,
-    ) -> Result<Vec<Appended>, StoreError> {
-        self.call(|reply| Job::Append { events, reply }).await
+    /// See [`crate::store::EventStore::append`]: queued here and now, answered later. The
+    /// writer lets go of `events` before it answers, so the caller holds the only reference
+    /// again afterwards.
+    pub(super) fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.jobs.send(Job::Append { events, reply });
+        Box::pin(async move {
+            queued.map_err(|_| StoreError::WriterStopped)?;
+            answer.await.map_err(|_| StoreError::WriterStopped)?
+        })
     }
 
     pub(super) async fn prune(&self, through: i64) -> Result<u64, StoreError> {
@@ -117,15 +131,34 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
     // The next id to assign, once read: only this thread appends, so it stays true until a
     // transaction fails, when it is read again.
     let mut next_id: Option<i64> = None;
-    while let Ok(job) = queue.recv() {
+    // A job taken off the queue while merging appends, to run after them.
+    let mut held: Option<Job> = None;
+    loop {
+        let job = match held.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
         match job {
             Job::Append { events, reply } => {
-                let result = append(&mut conn, &mut next_id, &events);
-                if result.is_err() {
-                    next_id = None;
+                let mut batches = vec![(events, reply)];
+                let mut total = batches[0].0.len();
+                while total < MERGE_UP_TO_EVENTS {
+                    match queue.try_recv() {
+                        Ok(Job::Append { events, reply }) => {
+                            total += events.len();
+                            batches.push((events, reply));
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                drop(events);
-                let _ = reply.send(result);
+                append_merged(&mut conn, &mut next_id, batches);
             }
             Job::Prune { through, reply } => {
                 let _ = reply.send(prune(&mut conn, through));
@@ -134,6 +167,13 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
                 let _ = reply.send(save_devices(&mut conn, &devices));
             }
             Job::Close { done } => {
+                eprintln!(
+                    "writer total_us {} commit_us {} tx {} events {}",
+                    W.0.load(std::sync::atomic::Ordering::Relaxed),
+                    W.1.load(std::sync::atomic::Ordering::Relaxed),
+                    W.2.load(std::sync::atomic::Ordering::Relaxed),
+                    W.3.load(std::sync::atomic::Ordering::Relaxed)
+                );
                 if let Err((_, e)) = conn.close() {
                     tracing::error!(error = %e, "closing the database writer's connection");
                 }
@@ -144,21 +184,91 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
     }
 }
 
+/// Commits the batches in one transaction, or each in its own if that fails, and answers each.
+fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, batches: Vec<QueuedBatch>) {
+    let results = if batches.len() == 1 {
+        vec![append(conn, next_id, &[&batches[0].0])]
+    } else {
+        let all: Vec<&[NewEvent]> = batches
+            .iter()
+            .map(|(events, _)| events.as_slice())
+            .collect();
+        match append(conn, next_id, &all) {
+            Ok(answers) => split(answers, batches.iter().map(|(events, _)| events.len())),
+            Err(e) => {
+                tracing::warn!(error = %e, batches = batches.len(), "a merged append failed; committing its batches one by one");
+                batches
+                    .iter()
+                    .map(|(events, _)| append(conn, next_id, &[events]))
+                    .collect()
+            }
+        }
+    };
+    for ((events, reply), result) in batches.into_iter().zip(results) {
+        // Let go of the events before answering: the caller takes them back.
+        drop(events);
+        let _ = reply.send(result);
+    }
+}
+
+/// Cuts one transaction's answers into each batch's.
+fn split(
+    answers: Vec<Appended>,
+    counts: impl Iterator<Item = usize>,
+) -> Vec<Result<Vec<Appended>, StoreError>> {
+    let mut rest = answers.into_iter();
+    counts
+        .map(|count| Ok(rest.by_ref().take(count).collect()))
+        .collect()
+}
+
 /// The highest id ever assigned: sqlite_sequence remembers it even after its row was pruned.
 pub(super) const LAST_EVENT_ID: &str = "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence \
      WHERE name = 'events'), 0), COALESCE((SELECT MAX(id) FROM events), 0)) AS last";
 
+/// Appends the batches, in order, in one transaction.
 fn append(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
-    events: &[NewEvent],
+    batches: &[&[NewEvent]],
 ) -> Result<Vec<Appended>, StoreError> {
+    let result = append_in_tx(conn, next_id, batches);
+    if result.is_err() {
+        // The transaction rolled back, or its commit may have failed after all: read the next
+        // id from the database again.
+        *next_id = None;
+    }
+    result
+}
+
+pub static W: (
+    std::sync::atomic::AtomicI64,
+    std::sync::atomic::AtomicI64,
+    std::sync::atomic::AtomicI64,
+    std::sync::atomic::AtomicI64,
+) = (
+    std::sync::atomic::AtomicI64::new(0),
+    std::sync::atomic::AtomicI64::new(0),
+    std::sync::atomic::AtomicI64::new(0),
+    std::sync::atomic::AtomicI64::new(0),
+);
+fn append_in_tx(
+    conn: &mut Connection,
+    next_id: &mut Option<i64>,
+    batches: &[&[NewEvent]],
+) -> Result<Vec<Appended>, StoreError> {
+    let t0 = std::time::Instant::now();
+    W.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    W.3.fetch_add(
+        batches.iter().map(|b| b.len()).sum::<usize>() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut next = match *next_id {
         Some(id) => id,
         None => tx.query_row(LAST_EVENT_ID, [], |row| row.get::<_, i64>(0))? + 1,
     };
-    let mut answers = Vec::with_capacity(events.len());
+    let mut answers = Vec::with_capacity(batches.iter().map(|b| b.len()).sum());
     {
         let mut lookup = tx.prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?;
         let mut insert = tx.prepare_cached(
@@ -167,7 +277,7 @@ fn append(
         )?;
         // Keys first stored by this transaction: not in the table yet for `lookup` to find.
         let mut stored_here: HashMap<&str, i64> = HashMap::new();
-        for event in events {
+        for event in batches.iter().flat_map(|batch| batch.iter()) {
             if let Some(key) = event.dedupe_key.as_deref() {
                 let known = match stored_here.get(key) {
                     Some(&id) => Some(id),
@@ -209,7 +319,16 @@ fn append(
             next += 1;
         }
     }
+    let t1 = std::time::Instant::now();
     tx.commit()?;
+    W.1.fetch_add(
+        t1.elapsed().as_micros() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    W.0.fetch_add(
+        t0.elapsed().as_micros() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     *next_id = Some(next);
     Ok(answers)
 }
@@ -255,4 +374,155 @@ fn save_devices(
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::event::{EventKind, now_rfc3339};
+    use crate::store::{EventStore, SqliteStore};
+
+    fn event(model: &str, key: Option<&str>) -> NewEvent {
+        NewEvent {
+            model: model.into(),
+            record_id: 1,
+            kind: EventKind::Write,
+            timestamp: now_rfc3339(),
+            payload: None,
+            changed_fields: None,
+            dedupe_key: key.map(String::from),
+            received_at: now_rfc3339(),
+        }
+    }
+
+    fn fresh(id: i64) -> Appended {
+        Appended {
+            id,
+            duplicate: false,
+        }
+    }
+
+    fn duplicate(id: i64) -> Appended {
+        Appended {
+            id,
+            duplicate: true,
+        }
+    }
+
+    /// A store whose database refuses events of the model `poison`, as a failing disk would.
+    async fn store_refusing_poison(dir: &tempfile::TempDir) -> SqliteStore {
+        let path = dir.path().join("log.db");
+        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
+            .await
+            .expect("store");
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.model = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("trigger");
+        store
+    }
+
+    /// Queues `batches` while another connection holds the write lock, so that the writer finds
+    /// them all queued when it gets the database: they go into one transaction.
+    async fn append_queued_together(
+        store: &SqliteStore,
+        batches: Vec<Vec<NewEvent>>,
+    ) -> Vec<Result<Vec<Appended>, StoreError>> {
+        let lock = store
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .expect("write lock");
+        let pending: Vec<PendingAppend> = batches
+            .into_iter()
+            .map(|batch| store.append(Arc::new(batch)))
+            .collect();
+        lock.rollback().await.expect("release");
+        let mut answers = Vec::new();
+        for answer in pending {
+            answers.push(answer.await);
+        }
+        answers
+    }
+
+    async fn stored_models(store: &SqliteStore) -> Vec<(i64, String)> {
+        sqlx::query_as("SELECT id, model FROM events ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn batches_queued_together_commit_in_call_order_and_see_each_others_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_refusing_poison(&dir).await;
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![event("a", Some("k1")), event("a", None)],
+                vec![event("b", Some("k1")), event("b", Some("k2"))],
+                vec![event("c", Some("k2"))],
+            ],
+        )
+        .await;
+        let answers: Vec<Vec<Appended>> =
+            answers.into_iter().map(|a| a.expect("appended")).collect();
+        assert_eq!(
+            answers,
+            [
+                vec![fresh(1), fresh(2)],
+                vec![duplicate(1), fresh(3)],
+                vec![duplicate(3)],
+            ]
+        );
+        assert_eq!(
+            stored_models(&store).await,
+            [(1, "a".into()), (2, "a".into()), (3, "b".into())]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_fails_alone_and_stores_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_refusing_poison(&dir).await;
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![event("a", Some("k1"))],
+                vec![event("b", Some("k2")), event("poison", None)],
+                vec![event("c", Some("k2"))],
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().expect("first batch"), &[fresh(1)]);
+        let refused = answers[1].as_ref().expect_err("the poisoned batch fails");
+        assert!(refused.to_string().contains("poison refused"), "{refused}");
+        // The failed batch stored nothing, not even its key: the third batch's event is new.
+        assert_eq!(answers[2].as_ref().expect("third batch"), &[fresh(2)]);
+        assert_eq!(
+            stored_models(&store).await,
+            [(1, "a".into()), (2, "c".into())]
+        );
+        // Numbering goes on after the failure.
+        let next = store.append(Arc::new(vec![event("d", None)])).await;
+        assert_eq!(next.expect("appended"), [fresh(3)]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn writes_after_close_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_refusing_poison(&dir).await;
+        store.close().await;
+        let refused = store.append(Arc::new(vec![event("a", None)])).await;
+        assert!(
+            matches!(refused, Err(StoreError::WriterStopped)),
+            "{refused:?}"
+        );
+    }
 }
