@@ -60,6 +60,7 @@ pub struct DatabaseConfig {
     pub url: String,
     /// SQLite's `synchronous`: `full` survives power loss, `normal` only process crashes.
     pub synchronous: String,
+    /// Connections of the pool that serves reads. Writes have one connection of their own.
     pub max_connections: u32,
     /// How many recent events the server keeps in memory to answer pulls without reading the
     /// database.
