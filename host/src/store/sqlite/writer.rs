@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -54,6 +55,17 @@ enum Job {
 /// jobs already sent are done.
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Cleared when the thread ends, however it ends.
+    running: Arc<AtomicBool>,
+}
+
+/// Clears the flag when dropped: when the writer thread returns or unwinds.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Writer {
@@ -62,11 +74,18 @@ impl Writer {
     pub(super) fn start(path: &Path, synchronous: &str) -> Result<Writer, StoreError> {
         let conn = open(path, synchronous)?;
         let (jobs, queue) = mpsc::channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let guard = Running(running.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &queue))
+            .spawn(move || run(conn, &queue, guard))
             .map_err(|e| StoreError::Setup(format!("cannot start the database writer: {e}")))?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, running })
+    }
+
+    /// Whether the thread still takes writes.
+    pub(super) fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
@@ -127,7 +146,7 @@ fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
     // The next id to assign, once read: only this thread appends, so it stays true until a
     // transaction fails, when it is read again.
     let mut next_id: Option<i64> = None;
@@ -177,6 +196,7 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
                 if let Err((_, e)) = conn.close() {
                     tracing::error!(error = %e, "closing the database writer's connection");
                 }
+                drop(running);
                 let _ = done.send(());
                 return;
             }
@@ -524,5 +544,20 @@ mod tests {
             matches!(refused, Err(StoreError::WriterStopped)),
             "{refused:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_writer_syncs_as_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_refusing_poison(&dir).await;
+        let path = dir.path().join("log.db");
+        for (setting, level) in [("off", 0), ("normal", 1), ("full", 2), ("extra", 3)] {
+            let conn = open(&path, setting).expect("open");
+            let applied: i64 = conn
+                .pragma_query_value(None, "synchronous", |row| row.get(0))
+                .expect("pragma");
+            assert_eq!(applied, level, "synchronous = {setting}");
+        }
+        store.close().await;
     }
 }
