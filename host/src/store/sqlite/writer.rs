@@ -186,13 +186,6 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
                 let _ = reply.send(save_devices(&mut conn, &devices));
             }
             Job::Close { done } => {
-                eprintln!(
-                    "writer total_us {} commit_us {} tx {} events {}",
-                    W.0.load(std::sync::atomic::Ordering::Relaxed),
-                    W.1.load(std::sync::atomic::Ordering::Relaxed),
-                    W.2.load(std::sync::atomic::Ordering::Relaxed),
-                    W.3.load(std::sync::atomic::Ordering::Relaxed)
-                );
                 if let Err((_, e)) = conn.close() {
                     tracing::error!(error = %e, "closing the database writer's connection");
                 }
@@ -261,28 +254,11 @@ fn append(
     result
 }
 
-pub static W: (
-    std::sync::atomic::AtomicI64,
-    std::sync::atomic::AtomicI64,
-    std::sync::atomic::AtomicI64,
-    std::sync::atomic::AtomicI64,
-) = (
-    std::sync::atomic::AtomicI64::new(0),
-    std::sync::atomic::AtomicI64::new(0),
-    std::sync::atomic::AtomicI64::new(0),
-    std::sync::atomic::AtomicI64::new(0),
-);
 fn append_in_tx(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
     batches: &[&[NewEvent]],
 ) -> Result<Vec<Appended>, StoreError> {
-    let t0 = std::time::Instant::now();
-    W.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    W.3.fetch_add(
-        batches.iter().map(|b| b.len()).sum::<usize>() as i64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut next = match *next_id {
         Some(id) => id,
@@ -339,16 +315,7 @@ fn append_in_tx(
             next += 1;
         }
     }
-    let t1 = std::time::Instant::now();
     tx.commit()?;
-    W.1.fetch_add(
-        t1.elapsed().as_micros() as i64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    W.0.fetch_add(
-        t0.elapsed().as_micros() as i64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     *next_id = Some(next);
     Ok(answers)
 }
