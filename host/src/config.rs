@@ -168,7 +168,8 @@ pub struct SyncConfig {
 pub struct IngestConfig {
     /// Most events one `POST /api/v2/events` may carry.
     pub max_batch_events: usize,
-    /// Most events committed in one transaction when many requests arrive together.
+    /// Most events gathered from waiting requests into one group for the database. Groups that
+    /// queue up while a commit runs share the next transaction (up to 8192 events).
     pub group_commit_max_events: usize,
 }
 

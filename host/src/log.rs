@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, LoggedEvent, NewEvent};
-use crate::store::{Appended, EventStore, PendingAppend, StoreError};
+use crate::store::{Appended, BatchResult, EventStore, PendingAppend, StoreError};
 
 /// Which models a reader wants; `None` is every model.
 pub type ModelFilter<'a> = Option<&'a [String]>;
@@ -296,7 +296,8 @@ impl EventLog {
             self.shared.pruned_through.fetch_max(next, Ordering::SeqCst);
             self.shared.tail.write().drop_through(next);
             deleted += self.shared.store.prune(next).await?;
-            // Let queued appends and reads have the database between two batches.
+            // Appends queued meanwhile commit between two batches (the store's writer takes
+            // jobs in order); yielding lets this task's neighbours run too.
             tokio::task::yield_now().await;
         }
     }
@@ -432,30 +433,14 @@ fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -
 /// queued with it together, so this bounds what waits there, not how much shares a commit.
 const GROUPS_IN_FLIGHT: usize = 256;
 
-/// A group handed to the store, waiting for its answer.
+type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+/// A group of append requests handed to the store, waiting for its answer.
 struct InFlight {
     answer: PendingAppend,
-    events: Arc<Vec<NewEvent>>,
-    replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
-    counts: Vec<usize>,
-}
-
-impl InFlight {
-    /// Queues the events with the store; they take their place in the commit order now.
-    fn submit(
-        shared: &Shared,
-        events: Vec<NewEvent>,
-        replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
-        counts: Vec<usize>,
-    ) -> InFlight {
-        let events = Arc::new(events);
-        InFlight {
-            answer: shared.store.append(events.clone()),
-            events,
-            replies,
-            counts,
-        }
-    }
+    /// Each request's events: one batch each, so that one request's failure is never another's.
+    batches: Vec<Arc<Vec<NewEvent>>>,
+    replies: Vec<Reply>,
 }
 
 /// Hands groups of appends to the store as they arrive, without waiting for the previous one
@@ -474,9 +459,14 @@ async fn run_writer(
     loop {
         tokio::select! {
             biased;
-            answer = oldest_answer(&mut in_flight), if !in_flight.is_empty() => {
+            () = crate::util::stopped(&mut stop), if !stopping => {
+                // Refuse new appends; the ones already queued are still committed.
+                stopping = true;
+                requests.close();
+            }
+            results = oldest_answer(&mut in_flight), if !in_flight.is_empty() => {
                 if let Some(done) = in_flight.pop_front() {
-                    finish(&shared, done, answer, &mut in_flight);
+                    publish(&shared, done, results);
                 }
             }
             request = requests.recv(), if open && in_flight.len() < GROUPS_IN_FLIGHT => {
@@ -484,8 +474,8 @@ async fn run_writer(
                     open = false;
                     continue;
                 };
+                let mut queued = first.events.len();
                 let mut group = vec![first];
-                let mut queued = group[0].events.len();
                 while queued < group_max_events {
                     match requests.try_recv() {
                         Ok(request) => {
@@ -495,19 +485,15 @@ async fn run_writer(
                         Err(_) => break,
                     }
                 }
-                let counts: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
-                let mut replies = Vec::with_capacity(group.len());
-                let mut events = Vec::with_capacity(queued);
-                for request in group {
-                    replies.push(request.reply);
-                    events.extend(request.events);
-                }
-                in_flight.push_back(InFlight::submit(&shared, events, replies, counts));
-            }
-            () = crate::util::stopped(&mut stop), if !stopping => {
-                // Refuse new appends; the ones already queued are still committed.
-                stopping = true;
-                requests.close();
+                let (batches, replies): (Vec<_>, Vec<_>) = group
+                    .into_iter()
+                    .map(|request| (Arc::new(request.events), request.reply))
+                    .unzip();
+                in_flight.push_back(InFlight {
+                    answer: shared.store.append(batches.clone()),
+                    batches,
+                    replies,
+                });
             }
             // Nothing queued, nothing in flight, and nothing more can arrive.
             else => break,
@@ -518,66 +504,43 @@ async fn run_writer(
 /// The answer to the oldest group in flight.
 fn oldest_answer(
     in_flight: &mut VecDeque<InFlight>,
-) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + '_ {
+) -> impl Future<Output = Vec<BatchResult>> + '_ {
     std::future::poll_fn(move |cx| match in_flight.front_mut() {
         Some(oldest) => oldest.answer.as_mut().poll(cx),
         None => Poll::Pending,
     })
 }
 
-/// Publishes a committed group, or answers its failure.
-fn finish(
-    shared: &Shared,
-    done: InFlight,
-    answer: Result<Vec<Appended>, StoreError>,
-    in_flight: &mut VecDeque<InFlight>,
-) {
-    let InFlight {
-        events,
-        mut replies,
-        counts,
-        ..
-    } = done;
-    match answer {
-        Ok(answers) => publish(shared, owned(events), &answers, replies, &counts),
-        Err(e) if replies.len() == 1 => {
-            let _ = replies.pop().map(|reply| reply.send(Err(e)));
-        }
-        Err(e) => {
-            // One transaction for the group failed: give every request its own, so that one
-            // request's failure is never another's. They queue behind the groups already in
-            // flight and are published after them, in commit order.
-            tracing::warn!(error = %e, requests = replies.len(), "group commit failed; committing requests one by one");
-            let mut rest = owned(events).into_iter();
-            for (reply, count) in replies.into_iter().zip(counts) {
-                let own: Vec<NewEvent> = rest.by_ref().take(count).collect();
-                in_flight.push_back(InFlight::submit(shared, own, vec![reply], vec![count]));
+/// Makes a group's committed events visible to readers, then answers its requests.
+fn publish(shared: &Shared, done: InFlight, results: Vec<BatchResult>) {
+    let mut results = results.into_iter();
+    let mut answered = Vec::with_capacity(done.replies.len());
+    let mut entries: Vec<Arc<LoggedEvent>> = Vec::new();
+    for (events, reply) in done.batches.into_iter().zip(done.replies) {
+        let result = results.next().unwrap_or_else(|| {
+            Err(StoreError::Corrupt(
+                "the store answered fewer batches than it was given".into(),
+            ))
+        });
+        match result {
+            Ok(answers) => {
+                // The store lets go of the events before it answers; copied only if it did not.
+                let events = Arc::try_unwrap(events).unwrap_or_else(|kept| kept.as_ref().clone());
+                // Rendered before taking the lock, so that readers wait only for the pushes.
+                entries.extend(
+                    events
+                        .into_iter()
+                        .zip(&answers)
+                        .filter(|(_, answer)| !answer.duplicate)
+                        .map(|(event, answer)| LoggedEvent::new(Event::from_new(answer.id, event))),
+                );
+                answered.push((reply, answers));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }
-}
-
-/// The events back from the store, which lets go of them before it answers: copied only if a
-/// store kept a reference after all.
-fn owned(events: Arc<Vec<NewEvent>>) -> Vec<NewEvent> {
-    Arc::try_unwrap(events).unwrap_or_else(|kept| kept.as_ref().clone())
-}
-
-/// Makes committed events visible to readers, then answers the appenders.
-fn publish(
-    shared: &Shared,
-    events: Vec<NewEvent>,
-    answers: &[Appended],
-    replies: Vec<oneshot::Sender<Result<Vec<Appended>, StoreError>>>,
-    counts: &[usize],
-) {
-    // Rendered before taking the lock, so that readers wait only for the pushes.
-    let entries: Vec<Arc<LoggedEvent>> = events
-        .into_iter()
-        .zip(answers)
-        .filter(|(_, answer)| !answer.duplicate)
-        .map(|(event, answer)| LoggedEvent::new(Event::from_new(answer.id, event)))
-        .collect();
     let mut touched: Vec<String> = Vec::new();
     for entry in &entries {
         if !touched.contains(&entry.event.model) {
@@ -598,10 +561,8 @@ fn publish(
     });
     let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
     shared.wakeups.wake(&touched);
-    let mut offset = 0;
-    for (reply, &count) in replies.into_iter().zip(counts) {
-        let _ = reply.send(Ok(answers[offset..offset + count].to_vec()));
-        offset += count;
+    for (reply, answers) in answered {
+        let _ = reply.send(Ok(answers));
     }
 }
 
@@ -636,8 +597,8 @@ mod tests {
 
     #[async_trait::async_trait]
     impl EventStore for GatedStore {
-        fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
-            self.inner.append(events)
+        fn append(&self, batches: Vec<Arc<Vec<NewEvent>>>) -> PendingAppend {
+            self.inner.append(batches)
         }
         async fn last_event_id(&self) -> Result<i64, StoreError> {
             self.inner.last_event_id().await
@@ -828,7 +789,8 @@ mod tests {
                 .expect("log"),
         );
         // On this single-threaded runtime the three requests are all queued before the writer
-        // task runs, so it takes them as one group.
+        // task runs, so it takes them as one group: the failing one shares a transaction with
+        // the others.
         let requests: Vec<_> = [
             vec![new_event("sale.order")],
             vec![new_event("res.partner"), new_event("poison")],

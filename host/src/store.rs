@@ -1,7 +1,8 @@
 //! Durable storage behind one trait, so that backends can be swapped by the database URL.
 //!
-//! The store is only storage: numbering, group commit, the in-memory tail and device slots live
-//! above it, in [`crate::log`] and [`crate::positions`].
+//! The store keeps events and positions durable, numbers events in commit order and commits the
+//! batches queued with it together. Gathering requests into groups, the in-memory tail and
+//! device slots live above it, in [`crate::log`] and [`crate::positions`].
 
 mod sqlite;
 
@@ -17,9 +18,12 @@ use crate::config::DatabaseConfig;
 use crate::event::{Event, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
 
-/// The answer to [`EventStore::append`], once the batch has committed (or failed).
-pub type PendingAppend =
-    Pin<Box<dyn Future<Output = Result<Vec<Appended>, StoreError>> + Send + 'static>>;
+/// What became of one batch of [`EventStore::append`].
+pub type BatchResult = Result<Vec<Appended>, StoreError>;
+
+/// The answer to [`EventStore::append`], once its batches have committed (or failed): one
+/// result per batch.
+pub type PendingAppend = Pin<Box<dyn Future<Output = Vec<BatchResult>> + Send + 'static>>;
 
 /// What became of one appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub enum StoreError {
     Write(#[from] rusqlite::Error),
     #[error("the database writer has stopped")]
     WriterStopped,
+    /// A failure shared by every batch of one transaction.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not readable: {0}")]
@@ -48,15 +55,16 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Queues `events` to be appended in one transaction, numbered in order after every id ever
-    /// used. An event whose dedupe key is already stored, or appears earlier in `events`, is not
-    /// stored again: its answer is the original id. All or nothing.
+    /// Queues `batches` to be appended, each all or nothing, numbered in order after every id
+    /// ever used. An event whose dedupe key is already stored, or appears earlier in the same
+    /// or an earlier batch, is not stored again: its answer is the original id. A batch that
+    /// fails fails alone; the answer has one result per batch, in order.
     ///
-    /// Batches commit in the order of the calls: a batch takes its place when `append` is
-    /// called, not when its answer is first polled, so a caller may queue several batches and
-    /// then await their answers in turn. The store keeps no reference to `events` once it has
-    /// answered.
-    fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend;
+    /// Calls commit in the order they are made: the batches take their place when `append` is
+    /// called, not when the answer is first polled, so a caller may queue several calls and
+    /// then await their answers in turn. The store keeps no reference to the batches once it
+    /// has answered.
+    fn append(&self, batches: Vec<Arc<Vec<NewEvent>>>) -> PendingAppend;
 
     /// The highest id ever assigned (0 for an empty log).
     async fn last_event_id(&self) -> Result<i64, StoreError>;

@@ -109,8 +109,8 @@ fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[Stri
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
-        self.writer.append(events)
+    fn append(&self, batches: Vec<Arc<Vec<NewEvent>>>) -> PendingAppend {
+        self.writer.append(batches)
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {

@@ -9,8 +9,9 @@
 //!
 //! Appends that queue up while a transaction commits are committed together in the next one
 //! (group commit at the connection): the thread is never idle while appends wait, and a commit's
-//! sync to disk is shared by all of them. If that transaction fails, each batch is tried again
-//! on its own, so that one batch's failure is never another's.
+//! sync to disk is shared by all of them. Each batch runs inside a savepoint of its own: a batch
+//! whose statements fail is rolled back alone, in place, and the others commit. Only a failure of
+//! the transaction itself (beginning it, or committing it) fails every batch in it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,20 +24,20 @@ use tokio::sync::oneshot;
 
 use crate::event::NewEvent;
 use crate::positions::{DeviceKey, DeviceState};
-use crate::store::{Appended, PendingAppend, StoreError};
+use crate::store::{Appended, BatchResult, PendingAppend, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// A batch of appends and where its answer goes.
-type QueuedBatch = (Arc<Vec<NewEvent>>, Reply<Vec<Appended>>);
+/// One call's batches and where their answers go.
+type QueuedAppend = (Vec<Arc<Vec<NewEvent>>>, oneshot::Sender<Vec<BatchResult>>);
 
-/// Queued batches are merged into one transaction until it holds at least this many events.
+/// Queued appends are merged into one transaction until it holds at least this many events.
 const MERGE_UP_TO_EVENTS: usize = 8192;
 
 enum Job {
     Append {
-        events: Arc<Vec<NewEvent>>,
-        reply: Reply<Vec<Appended>>,
+        batches: Vec<Arc<Vec<NewEvent>>>,
+        reply: oneshot::Sender<Vec<BatchResult>>,
     },
     Prune {
         through: i64,
@@ -97,14 +98,15 @@ impl Writer {
     }
 
     /// See [`crate::store::EventStore::append`]: queued here and now, answered later. The
-    /// writer lets go of `events` before it answers, so the caller holds the only reference
-    /// again afterwards.
-    pub(super) fn append(&self, events: Arc<Vec<NewEvent>>) -> PendingAppend {
+    /// writer lets go of the batches before it answers, so the caller holds the only
+    /// references again afterwards.
+    pub(super) fn append(&self, batches: Vec<Arc<Vec<NewEvent>>>) -> PendingAppend {
+        let count = batches.len();
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.send(Job::Append { events, reply });
+        let queued = self.jobs.send(Job::Append { batches, reply }).is_ok();
         Box::pin(async move {
-            queued.map_err(|_| StoreError::WriterStopped)?;
-            answer.await.map_err(|_| StoreError::WriterStopped)?
+            let answer = if queued { answer.await.ok() } else { None };
+            answer.unwrap_or_else(|| (0..count).map(|_| Err(StoreError::WriterStopped)).collect())
         })
     }
 
@@ -161,14 +163,14 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
             },
         };
         match job {
-            Job::Append { events, reply } => {
-                let mut batches = vec![(events, reply)];
-                let mut total = batches[0].0.len();
+            Job::Append { batches, reply } => {
+                let mut total: usize = batches.iter().map(|b| b.len()).sum();
+                let mut merged = vec![(batches, reply)];
                 while total < MERGE_UP_TO_EVENTS {
                     match queue.try_recv() {
-                        Ok(Job::Append { events, reply }) => {
-                            total += events.len();
-                            batches.push((events, reply));
+                        Ok(Job::Append { batches, reply }) => {
+                            total += batches.iter().map(|b| b.len()).sum::<usize>();
+                            merged.push((batches, reply));
                         }
                         Ok(other) => {
                             held = Some(other);
@@ -177,7 +179,7 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
                         Err(_) => break,
                     }
                 }
-                append_merged(&mut conn, &mut next_id, batches);
+                append_merged(&mut conn, &mut next_id, merged);
             }
             Job::Prune { through, reply } => {
                 let _ = reply.send(prune(&mut conn, through));
@@ -194,57 +196,48 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
                 return;
             }
         }
-    }
-}
-
-/// Commits the batches in one transaction, or each in its own if that fails, and answers each.
-fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, batches: Vec<QueuedBatch>) {
-    let results = if batches.len() == 1 {
-        vec![append(conn, next_id, &[&batches[0].0])]
-    } else {
-        let all: Vec<&[NewEvent]> = batches
-            .iter()
-            .map(|(events, _)| events.as_slice())
-            .collect();
-        match append(conn, next_id, &all) {
-            Ok(answers) => split(answers, batches.iter().map(|(events, _)| events.len())),
-            Err(e) => {
-                tracing::warn!(error = %e, batches = batches.len(), "a merged append failed; committing its batches one by one");
-                batches
-                    .iter()
-                    .map(|(events, _)| append(conn, next_id, &[events]))
-                    .collect()
-            }
+        if !can_go_on(&conn) {
+            return;
         }
-    };
-    for ((events, reply), result) in batches.into_iter().zip(results) {
-        // Let go of the events before answering: the caller takes them back.
-        drop(events);
-        let _ = reply.send(result);
     }
 }
 
-/// Cuts one transaction's answers into each batch's.
-fn split(
-    answers: Vec<Appended>,
-    counts: impl Iterator<Item = usize>,
-) -> Vec<Result<Vec<Appended>, StoreError>> {
-    let mut rest = answers.into_iter();
-    counts
-        .map(|count| Ok(rest.by_ref().take(count).collect()))
-        .collect()
+/// Commits the calls' batches in one transaction and answers each call.
+fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, merged: Vec<QueuedAppend>) {
+    let all: Vec<&[NewEvent]> = merged
+        .iter()
+        .flat_map(|(batches, _)| batches.iter().map(|b| b.as_slice()))
+        .collect();
+    let mut results = match append(conn, next_id, &all) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, events = all.iter().map(|b| b.len()).sum::<usize>(), "appending to the event log failed");
+            let shared = Arc::new(e);
+            all.iter()
+                .map(|_| Err(StoreError::Shared(shared.clone())))
+                .collect()
+        }
+    }
+    .into_iter();
+    drop(all);
+    for (batches, reply) in merged {
+        let answers: Vec<BatchResult> = results.by_ref().take(batches.len()).collect();
+        // Let go of the events before answering: the caller takes them back.
+        drop(batches);
+        let _ = reply.send(answers);
+    }
 }
 
 /// The highest id ever assigned: sqlite_sequence remembers it even after its row was pruned.
 pub(super) const LAST_EVENT_ID: &str = "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence \
      WHERE name = 'events'), 0), COALESCE((SELECT MAX(id) FROM events), 0)) AS last";
 
-/// Appends the batches, in order, in one transaction.
+/// Appends the batches, in order, in one transaction, each in a savepoint of its own.
 fn append(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
     batches: &[&[NewEvent]],
-) -> Result<Vec<Appended>, StoreError> {
+) -> Result<Vec<BatchResult>, StoreError> {
     let result = append_in_tx(conn, next_id, batches);
     if result.is_err() {
         // The transaction rolled back, or its commit may have failed after all: read the next
@@ -254,70 +247,136 @@ fn append(
     result
 }
 
+/// Whether the connection can take the next write. A rollback that failed (rusqlite ignores
+/// that when a transaction is dropped) leaves it inside a transaction, where every later write
+/// would fail: this rolls back again, and answers false if even that fails.
+fn can_go_on(conn: &Connection) -> bool {
+    if conn.is_autocommit() {
+        return true;
+    }
+    match conn.execute_batch("ROLLBACK") {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "the database writer cannot leave a failed transaction; it stops, and readiness fails");
+            false
+        }
+    }
+}
+
 fn append_in_tx(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
     batches: &[&[NewEvent]],
-) -> Result<Vec<Appended>, StoreError> {
+) -> Result<Vec<BatchResult>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut next = match *next_id {
         Some(id) => id,
         None => tx.query_row(LAST_EVENT_ID, [], |row| row.get::<_, i64>(0))? + 1,
     };
-    let mut answers = Vec::with_capacity(batches.iter().map(|b| b.len()).sum());
+    let mut results = Vec::with_capacity(batches.len());
     {
-        let mut lookup = tx.prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
-             changed_fields, dedupe_key, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        // Keys first stored by this transaction: not in the table yet for `lookup` to find.
+        let mut statements = Statements {
+            lookup: tx.prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?,
+            insert: tx.prepare_cached(
+                "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
+                 changed_fields, dedupe_key, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+        };
+        // Keys stored by this transaction's earlier batches: not visible to `lookup` yet.
         let mut stored_here: HashMap<&str, i64> = HashMap::new();
-        for event in batches.iter().flat_map(|batch| batch.iter()) {
-            if let Some(key) = event.dedupe_key.as_deref() {
-                let known = match stored_here.get(key) {
-                    Some(&id) => Some(id),
-                    None => lookup
-                        .query_row([key], |row| row.get::<_, i64>(0))
-                        .optional()?,
-                };
-                if let Some(id) = known {
-                    answers.push(Appended {
-                        id,
-                        duplicate: true,
-                    });
-                    continue;
+        for batch in batches {
+            tx.execute_batch("SAVEPOINT batch")?;
+            match append_batch(&mut statements, &stored_here, next, batch) {
+                Ok(appended) => {
+                    tx.execute_batch("RELEASE batch")?;
+                    next = appended.next;
+                    stored_here.extend(appended.keys);
+                    results.push(Ok(appended.answers));
                 }
-                stored_here.insert(key, next);
+                Err(e) => {
+                    // Undoes this batch only. If SQLite rolled back the whole transaction
+                    // instead (it may, on I/O errors), the savepoint is gone and this fails,
+                    // failing every batch.
+                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    results.push(Err(e));
+                }
             }
-            let changed_fields = match &event.changed_fields {
-                Some(fields) => Some(
-                    serde_json::to_string(fields)
-                        .map_err(|e| StoreError::Corrupt(format!("changed_fields: {e}")))?,
-                ),
-                None => None,
-            };
-            insert.execute(params![
-                next,
-                event.model,
-                event.record_id,
-                event.kind.as_str(),
-                event.timestamp,
-                event.payload,
-                changed_fields,
-                event.dedupe_key,
-                event.received_at,
-            ])?;
-            answers.push(Appended {
-                id: next,
-                duplicate: false,
-            });
-            next += 1;
         }
     }
     tx.commit()?;
     *next_id = Some(next);
-    Ok(answers)
+    Ok(results)
+}
+
+struct Statements<'c> {
+    lookup: rusqlite::CachedStatement<'c>,
+    insert: rusqlite::CachedStatement<'c>,
+}
+
+/// One batch, appended: its answers, the next free id, and the keys it stored.
+struct AppendedBatch<'e> {
+    answers: Vec<Appended>,
+    next: i64,
+    keys: HashMap<&'e str, i64>,
+}
+
+fn append_batch<'e>(
+    statements: &mut Statements<'_>,
+    stored_here: &HashMap<&str, i64>,
+    mut next: i64,
+    batch: &'e [NewEvent],
+) -> Result<AppendedBatch<'e>, StoreError> {
+    let mut answers = Vec::with_capacity(batch.len());
+    // Keys stored by this batch's earlier events.
+    let mut keys: HashMap<&str, i64> = HashMap::new();
+    for event in batch {
+        if let Some(key) = event.dedupe_key.as_deref() {
+            let known = match stored_here.get(key).or_else(|| keys.get(key)) {
+                Some(&id) => Some(id),
+                None => statements
+                    .lookup
+                    .query_row([key], |row| row.get::<_, i64>(0))
+                    .optional()?,
+            };
+            if let Some(id) = known {
+                answers.push(Appended {
+                    id,
+                    duplicate: true,
+                });
+                continue;
+            }
+            keys.insert(key, next);
+        }
+        let changed_fields = match &event.changed_fields {
+            Some(fields) => Some(
+                serde_json::to_string(fields)
+                    .map_err(|e| StoreError::Corrupt(format!("changed_fields: {e}")))?,
+            ),
+            None => None,
+        };
+        statements.insert.execute(params![
+            next,
+            event.model,
+            event.record_id,
+            event.kind.as_str(),
+            event.timestamp,
+            event.payload,
+            changed_fields,
+            event.dedupe_key,
+            event.received_at,
+        ])?;
+        answers.push(Appended {
+            id: next,
+            duplicate: false,
+        });
+        next += 1;
+    }
+    Ok(AppendedBatch {
+        answers,
+        next,
+        keys,
+    })
 }
 
 fn prune(conn: &mut Connection, through: i64) -> Result<u64, StoreError> {
@@ -426,12 +485,12 @@ mod tests {
             .expect("write lock");
         let pending: Vec<PendingAppend> = batches
             .into_iter()
-            .map(|batch| store.append(Arc::new(batch)))
+            .map(|batch| store.append(vec![Arc::new(batch)]))
             .collect();
         lock.rollback().await.expect("release");
         let mut answers = Vec::new();
         for answer in pending {
-            answers.push(answer.await);
+            answers.extend(answer.await);
         }
         answers
     }
@@ -496,8 +555,9 @@ mod tests {
             [(1, "a".into()), (2, "c".into())]
         );
         // Numbering goes on after the failure.
-        let next = store.append(Arc::new(vec![event("d", None)])).await;
-        assert_eq!(next.expect("appended"), [fresh(3)]);
+        let next = store.append(vec![Arc::new(vec![event("d", None)])]).await;
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].as_ref().expect("appended"), &[fresh(3)]);
         store.close().await;
     }
 
@@ -506,11 +566,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_refusing_poison(&dir).await;
         store.close().await;
-        let refused = store.append(Arc::new(vec![event("a", None)])).await;
+        let refused = store
+            .append(vec![Arc::new(vec![event("a", None)]), Arc::new(vec![])])
+            .await;
+        assert_eq!(refused.len(), 2, "one answer per batch");
         assert!(
-            matches!(refused, Err(StoreError::WriterStopped)),
+            refused
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::WriterStopped))),
             "{refused:?}"
         );
+        // Readiness checks say so too.
+        let ping = store.ping().await;
+        assert!(matches!(ping, Err(StoreError::WriterStopped)), "{ping:?}");
     }
 
     #[tokio::test]
