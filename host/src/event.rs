@@ -137,6 +137,23 @@ impl Event {
     }
 }
 
+#[cfg(test)]
+impl NewEvent {
+    /// A `write` of record 1 of `model`, received now: for tests.
+    pub(crate) fn test_write(model: &str, dedupe_key: Option<&str>) -> NewEvent {
+        NewEvent {
+            model: model.into(),
+            record_id: 1,
+            kind: EventKind::Write,
+            timestamp: now_rfc3339(),
+            payload: None,
+            changed_fields: None,
+            dedupe_key: dedupe_key.map(String::from),
+            received_at: now_rfc3339(),
+        }
+    }
+}
+
 /// An event of the log together with its pre-rendered wire form, shared by every reader.
 #[derive(Debug)]
 pub struct LoggedEvent {

@@ -572,20 +572,10 @@ mod tests {
 
     use super::*;
     use crate::config::DatabaseConfig;
-    use crate::event::{EventKind, now_rfc3339};
     use crate::store::SqliteStore;
 
     fn new_event(model: &str) -> NewEvent {
-        NewEvent {
-            model: model.into(),
-            record_id: 1,
-            kind: EventKind::Write,
-            timestamp: now_rfc3339(),
-            payload: None,
-            changed_fields: None,
-            dedupe_key: None,
-            received_at: now_rfc3339(),
-        }
+        NewEvent::test_write(model, None)
     }
 
     /// The SQLite store, with reads held at a gate until the test opens it.

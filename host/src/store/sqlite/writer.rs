@@ -426,20 +426,10 @@ fn save_devices(
 mod tests {
     use super::*;
     use crate::config::DatabaseConfig;
-    use crate::event::{EventKind, now_rfc3339};
     use crate::store::{EventStore, SqliteStore};
 
     fn event(model: &str, key: Option<&str>) -> NewEvent {
-        NewEvent {
-            model: model.into(),
-            record_id: 1,
-            kind: EventKind::Write,
-            timestamp: now_rfc3339(),
-            payload: None,
-            changed_fields: None,
-            dedupe_key: key.map(String::from),
-            received_at: now_rfc3339(),
-        }
+        NewEvent::test_write(model, key)
     }
 
     fn fresh(id: i64) -> Appended {
