@@ -169,7 +169,7 @@ pub struct IngestConfig {
     /// Most events one `POST /api/v2/events` may carry.
     pub max_batch_events: usize,
     /// Most events gathered from waiting requests into one group for the database. Groups that
-    /// queue up while a commit runs share the next transaction (up to 8192 events).
+    /// queue up while a commit runs share the next transaction (until it holds 8192 or more).
     pub group_commit_max_events: usize,
 }
 

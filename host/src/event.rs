@@ -119,14 +119,8 @@ impl Event {
             out.push_str(payload);
         }
         if let Some(fields) = &self.changed_fields {
-            out.push_str(",\"changed_fields\":[");
-            for (i, field) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(&mut out, field);
-            }
-            out.push(']');
+            out.push_str(",\"changed_fields\":");
+            push_json_string_list(&mut out, fields);
         }
         if let Some(data) = data {
             out.push_str(",\"data\":");
@@ -182,6 +176,24 @@ impl LoggedEvent {
     }
 }
 
+/// A list of strings as a JSON array, as `changed_fields` is stored and sent.
+pub fn json_string_list(items: &[String]) -> String {
+    let mut out = String::new();
+    push_json_string_list(&mut out, items);
+    out
+}
+
+fn push_json_string_list(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(']');
+}
+
 fn push_json_str(out: &mut String, s: &str) {
     // serde_json's escaping, without allocating a Value.
     match serde_json::to_string(s) {
@@ -192,7 +204,12 @@ fn push_json_str(out: &mut String, s: &str) {
 
 /// Now, as the log writes times: RFC 3339, UTC, microseconds.
 pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+    rfc3339(Utc::now())
+}
+
+/// A time as the log writes times (see [`now_rfc3339`]): stored times compare as strings.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Reads a time given by a client or by Odoo and writes it as RFC 3339 UTC.

@@ -98,9 +98,11 @@ impl Tail {
     }
 }
 
+type Reply = oneshot::Sender<BatchResult>;
+
 struct AppendRequest {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+    reply: Reply,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -433,8 +435,6 @@ fn scan_memory(tail: &Tail, after: i64, models: ModelFilter<'_>, limit: usize) -
 /// queued with it together, so this bounds what waits there, not how much shares a commit.
 const GROUPS_IN_FLIGHT: usize = 256;
 
-type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
-
 /// A group of append requests handed to the store, waiting for its answer.
 struct InFlight {
     answer: PendingAppend,
@@ -762,13 +762,7 @@ mod tests {
         let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
             .await
             .expect("store");
-        // Refuses the model `poison`, as a failing disk would.
-        store
-            .execute_for_test(
-                "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.model = 'poison' \
-                 BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
-            )
-            .await;
+        store.refuse_poison_for_test().await;
         let limits = TailLimits {
             max_events: 100,
             max_bytes: 1 << 20,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::app::App;
@@ -37,7 +37,7 @@ pub async fn prune_target(log: &EventLog, config: &RetentionConfig) -> Result<i6
         && let Ok(age) = chrono::Duration::from_std(config.max_age.duration())
         && let Some(cutoff) = Utc::now().checked_sub_signed(age)
     {
-        let cutoff = cutoff.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let cutoff = crate::event::rfc3339(cutoff);
         target = target.max(log.received_before(&cutoff).await?);
     }
     Ok(target.min(head))

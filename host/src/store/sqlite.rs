@@ -20,6 +20,9 @@ use crate::positions::{DeviceKey, DeviceState};
 mod writer;
 use writer::Writer;
 
+/// The `log_meta` key of the highest id pruning may have deleted.
+const PRUNED_THROUGH: &str = "pruned_through";
+
 pub struct SqliteStore {
     /// Reads, and the migrations.
     pool: SqlitePool,
@@ -55,20 +58,22 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer })
     }
 
-    /// Runs one statement on a pooled connection, for tests that shape the database.
+    /// Makes the database refuse events of the model `poison`, as a failing disk would: for
+    /// tests of failed writes.
     #[cfg(test)]
-    pub(crate) async fn execute_for_test(&self, sql: &str) {
-        sqlx::query(sql)
-            .execute(&self.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pub(crate) async fn refuse_poison_for_test(&self) {
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.model = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+        )
+        .execute(&self.pool)
+        .await
+        .expect("trigger");
     }
 }
 
-async fn last_event_id(
-    conn: impl sqlx::Executor<'_, Database = Sqlite>,
-) -> Result<i64, StoreError> {
-    let row = sqlx::query(writer::LAST_EVENT_ID).fetch_one(conn).await?;
+async fn last_event_id(pool: &SqlitePool) -> Result<i64, StoreError> {
+    let row = sqlx::query(writer::LAST_EVENT_ID).fetch_one(pool).await?;
     Ok(row.try_get("last")?)
 }
 
@@ -160,7 +165,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn pruned_through(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT value FROM log_meta WHERE key = 'pruned_through'")
+        let row = sqlx::query("SELECT value FROM log_meta WHERE key = ?")
+            .bind(PRUNED_THROUGH)
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {

@@ -22,14 +22,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::event::NewEvent;
+use super::PRUNED_THROUGH;
+use crate::event::{NewEvent, json_string_list};
 use crate::positions::{DeviceKey, DeviceState};
 use crate::store::{Appended, BatchResult, PendingAppend, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// One call's batches and where their answers go.
-type QueuedAppend = (Vec<Arc<Vec<NewEvent>>>, oneshot::Sender<Vec<BatchResult>>);
+/// Where the answers to one call's batches go.
+type AppendReply = oneshot::Sender<Vec<BatchResult>>;
 
 /// Queued appends are merged into one transaction until it holds at least this many events.
 const MERGE_UP_TO_EVENTS: usize = 8192;
@@ -37,7 +38,7 @@ const MERGE_UP_TO_EVENTS: usize = 8192;
 enum Job {
     Append {
         batches: Vec<Arc<Vec<NewEvent>>>,
-        reply: oneshot::Sender<Vec<BatchResult>>,
+        reply: AppendReply,
     },
     Prune {
         through: i64,
@@ -203,7 +204,11 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
 }
 
 /// Commits the calls' batches in one transaction and answers each call.
-fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, merged: Vec<QueuedAppend>) {
+fn append_merged(
+    conn: &mut Connection,
+    next_id: &mut Option<i64>,
+    merged: Vec<(Vec<Arc<Vec<NewEvent>>>, AppendReply)>,
+) {
     let all: Vec<&[NewEvent]> = merged
         .iter()
         .flat_map(|(batches, _)| batches.iter().map(|b| b.as_slice()))
@@ -211,6 +216,9 @@ fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, merged: Vec<Q
     let mut results = match append(conn, next_id, &all) {
         Ok(results) => results,
         Err(e) => {
+            // The transaction rolled back, or its commit may have failed after all: read the
+            // next id from the database again.
+            *next_id = None;
             tracing::error!(error = %e, events = all.iter().map(|b| b.len()).sum::<usize>(), "appending to the event log failed");
             let shared = Arc::new(e);
             all.iter()
@@ -232,21 +240,6 @@ fn append_merged(conn: &mut Connection, next_id: &mut Option<i64>, merged: Vec<Q
 pub(super) const LAST_EVENT_ID: &str = "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence \
      WHERE name = 'events'), 0), COALESCE((SELECT MAX(id) FROM events), 0)) AS last";
 
-/// Appends the batches, in order, in one transaction, each in a savepoint of its own.
-fn append(
-    conn: &mut Connection,
-    next_id: &mut Option<i64>,
-    batches: &[&[NewEvent]],
-) -> Result<Vec<BatchResult>, StoreError> {
-    let result = append_in_tx(conn, next_id, batches);
-    if result.is_err() {
-        // The transaction rolled back, or its commit may have failed after all: read the next
-        // id from the database again.
-        *next_id = None;
-    }
-    result
-}
-
 /// Whether the connection can take the next write. A rollback that failed (rusqlite ignores
 /// that when a transaction is dropped) leaves it inside a transaction, where every later write
 /// would fail: this rolls back again, and answers false if even that fails.
@@ -263,7 +256,8 @@ fn can_go_on(conn: &Connection) -> bool {
     }
 }
 
-fn append_in_tx(
+/// Appends the batches, in order, in one transaction, each in a savepoint of its own.
+fn append(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
     batches: &[&[NewEvent]],
@@ -283,13 +277,16 @@ fn append_in_tx(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?,
         };
+        let mut savepoint = tx.prepare_cached("SAVEPOINT batch")?;
+        let mut release = tx.prepare_cached("RELEASE batch")?;
+        let mut rollback_to = tx.prepare_cached("ROLLBACK TO batch")?;
         // Keys stored by this transaction's earlier batches: not visible to `lookup` yet.
         let mut stored_here: HashMap<&str, i64> = HashMap::new();
         for batch in batches {
-            tx.execute_batch("SAVEPOINT batch")?;
+            savepoint.execute([])?;
             match append_batch(&mut statements, &stored_here, next, batch) {
                 Ok(appended) => {
-                    tx.execute_batch("RELEASE batch")?;
+                    release.execute([])?;
                     next = appended.next;
                     stored_here.extend(appended.keys);
                     results.push(Ok(appended.answers));
@@ -298,7 +295,8 @@ fn append_in_tx(
                     // Undoes this batch only. If SQLite rolled back the whole transaction
                     // instead (it may, on I/O errors), the savepoint is gone and this fails,
                     // failing every batch.
-                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    rollback_to.execute([])?;
+                    release.execute([])?;
                     results.push(Err(e));
                 }
             }
@@ -348,13 +346,7 @@ fn append_batch<'e>(
             }
             keys.insert(key, next);
         }
-        let changed_fields = match &event.changed_fields {
-            Some(fields) => Some(
-                serde_json::to_string(fields)
-                    .map_err(|e| StoreError::Corrupt(format!("changed_fields: {e}")))?,
-            ),
-            None => None,
-        };
+        let changed_fields = event.changed_fields.as_deref().map(json_string_list);
         statements.insert.execute(params![
             next,
             event.model,
@@ -383,9 +375,9 @@ fn prune(conn: &mut Connection, through: i64) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let deleted = tx.execute("DELETE FROM events WHERE id <= ?1", [through])?;
     tx.execute(
-        "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?1) \
+        "INSERT INTO log_meta (key, value) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-        [through],
+        params![PRUNED_THROUGH, through],
     )?;
     tx.commit()?;
     Ok(deleted as u64)
@@ -452,13 +444,7 @@ mod tests {
         let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
             .await
             .expect("store");
-        sqlx::query(
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.model = 'poison' \
-             BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
-        )
-        .execute(&store.pool)
-        .await
-        .expect("trigger");
+        store.refuse_poison_for_test().await;
         store
     }
 
