@@ -268,15 +268,18 @@ async fn answers_are_not_reused_without_the_plugins_leave_or_memory_for_them() {
         }
     }
     let hostile = plugin_status(&server, "hostile_app").await;
-    assert_eq!(hostile["manifest"]["answers_depend_on"], Value::Null);
-    assert_eq!(hostile["answer_cache"], Value::Null);
+    assert_eq!(
+        hostile["manifest"].get("answers_depend_on"),
+        Some(&Value::Null)
+    );
+    assert_eq!(hostile.get("answer_cache"), Some(&Value::Null));
     assert_eq!(hostile["counters"]["calls"], 2);
     let manager = plugin_status(&server, "manager_app").await;
     assert_eq!(
         manager["manifest"]["answers_depend_on"],
         json!(["company_ids"])
     );
-    assert_eq!(manager["answer_cache"], Value::Null);
+    assert_eq!(manager.get("answer_cache"), Some(&Value::Null));
     assert_eq!(manager["counters"]["calls"], 2);
     server.stop().await;
 }
@@ -401,14 +404,8 @@ async fn a_plugin_failing_repeatedly_is_quarantined_then_retried() {
             .contains("hostile plugin panics"),
         "{body}"
     );
-    let status = server.admin_plugins().await;
-    let hostile = status["plugins"]
-        .as_array()
-        .expect("plugins")
-        .iter()
-        .find(|p| p["name"] == "hostile")
-        .expect("hostile listed")
-        .clone();
+    let hostile = plugin_status(&server, "hostile_app").await;
+    assert_eq!(hostile["name"], "hostile");
     assert_eq!(hostile["state"], "quarantined");
     assert_eq!(hostile["counters"]["errors"]["trap"], 2);
     // After the cool-down one call is let through again.
@@ -799,7 +796,10 @@ async fn a_plugin_written_in_python_serves_a_feed() {
     assert_eq!(answer["events"][0]["payload"], json!({"user_id": 5}));
     // Built for the plain `feed-plugin` world: it loads, and its answers are not reused.
     let python = plugin_status(&server, "python_app").await;
-    assert_eq!(python["manifest"]["answers_depend_on"], Value::Null);
-    assert_eq!(python["answer_cache"], Value::Null);
+    assert_eq!(
+        python["manifest"].get("answers_depend_on"),
+        Some(&Value::Null)
+    );
+    assert_eq!(python.get("answer_cache"), Some(&Value::Null));
     server.stop().await;
 }

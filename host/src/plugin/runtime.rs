@@ -455,10 +455,10 @@ impl LoadedPlugin {
                 .map(|(event, _)| event.clone())
                 .collect();
             if !missing.is_empty() {
-                let shaped = self.shape_holding(ctx, &missing).await?;
-                let mut sent = self
-                    .pair_up(&missing, shaped)
-                    .collect::<Result<Vec<_>, _>>()?
+                // The answer was checked: its ids come from `missing`, in order.
+                let mut shaped = self
+                    .shape_holding(ctx, &missing)
+                    .await?
                     .into_iter()
                     .peekable();
                 let mut fresh = Vec::with_capacity(missing.len());
@@ -467,12 +467,19 @@ impl LoadedPlugin {
                         continue;
                     }
                     let id = event.event.id;
-                    let answer = match sent.next_if(|(source, _)| source.event.id == id) {
-                        Some((_, shaped)) => Answer::Sent(shaped),
+                    let answer = match shaped.next_if(|out| out.id == id) {
+                        Some(out) => {
+                            Answer::Sent(Arc::new(ShapedWire::new(event, out.payload, out.data)))
+                        }
                         None => Answer::Dropped,
                     };
                     *slot = Some(answer.clone());
                     fresh.push((id, answer));
+                }
+                // An id left over had no source: a bug of the host, which fails the call
+                // rather than being taken for a dropped event.
+                if let Some(out) = shaped.next() {
+                    return Err(unmatched(self, out.id));
                 }
                 shaped_now = fresh.len();
                 cache.put(&scope, fresh);
@@ -494,12 +501,9 @@ impl LoadedPlugin {
     ) -> impl Iterator<Item = Result<(Arc<LoggedEvent>, Arc<ShapedWire>), PluginFailure>> + 'a {
         let mut sources = events.iter();
         shaped.into_iter().map(move |out| {
-            let source = sources.find(|e| e.event.id == out.id).ok_or_else(|| {
-                self.failure(
-                    FailureKind::BadOutput,
-                    format!("shaped event {} is missing from its input", out.id),
-                )
-            })?;
+            let source = sources
+                .find(|e| e.event.id == out.id)
+                .ok_or_else(|| unmatched(self, out.id))?;
             let wire = ShapedWire::new(source, out.payload, out.data);
             Ok((source.clone(), Arc::new(wire)))
         })
@@ -521,13 +525,18 @@ impl LoadedPlugin {
         self.shape_holding(ctx, events).await
     }
 
-    /// Waits for one of the plugin's instances to be free.
-    /// A quarantined plugin fails at once, without waiting.
-    async fn acquire(&self) -> Result<SemaphorePermit<'_>, PluginFailure> {
+    /// Fails when the plugin is quarantined.
+    fn check_health(&self) -> Result<(), PluginFailure> {
         self.health.check().map_err(|mut e| {
             e.plugin = self.label.clone();
             e
-        })?;
+        })
+    }
+
+    /// Waits for one of the plugin's instances to be free.
+    /// A quarantined plugin fails at once, without waiting.
+    async fn acquire(&self) -> Result<SemaphorePermit<'_>, PluginFailure> {
+        self.check_health()?;
         self.slots
             .acquire()
             .await
@@ -540,10 +549,8 @@ impl LoadedPlugin {
         ctx: &CallContext,
         events: &[Arc<LoggedEvent>],
     ) -> Result<Vec<Shaped>, PluginFailure> {
-        self.health.check().map_err(|mut e| {
-            e.plugin = self.label.clone();
-            e
-        })?;
+        // Again: the plugin may have been quarantined while this caller waited.
+        self.check_health()?;
         let result = self.shape_checked(ctx, events).await;
         match &result {
             Ok((shaped, took)) => self.health.success(events.len(), shaped.len(), *took),
@@ -642,6 +649,15 @@ impl LoadedPlugin {
         }
         Ok(())
     }
+}
+
+/// The failure for a shaped event whose id is not among its input's: the answer was checked,
+/// so this is a bug of the host.
+fn unmatched(plugin: &LoadedPlugin, id: i64) -> PluginFailure {
+    plugin.failure(
+        FailureKind::BadOutput,
+        format!("shaped event {id} is missing from its input"),
+    )
 }
 
 /// The events of `events` whose answer is to send them, with how.

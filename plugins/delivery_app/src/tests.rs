@@ -229,6 +229,11 @@ fn a_mistyped_option_is_a_bad_config() {
 
 #[test]
 fn answers_are_reusable_as_declared() {
+    // The check below has nothing to check without a declaration.
+    assert_eq!(
+        DeliveryApp::answers_depend_on(),
+        Some(vec![ContextField::UserId])
+    );
     let events = vec![
         picking(1, EventKind::Create, "outgoing", json!(ME), "assigned"),
         picking(2, EventKind::Write, "incoming", json!(OTHER), "done"),

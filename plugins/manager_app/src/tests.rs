@@ -186,6 +186,11 @@ fn a_mistyped_option_is_a_bad_config() {
 
 #[test]
 fn answers_are_reusable_as_declared() {
+    // The check below has nothing to check without a declaration.
+    assert_eq!(
+        ManagerApp::answers_depend_on(),
+        Some(vec![ContextField::CompanyIds])
+    );
     let events = vec![
         in_company(1, "sale.order", EventKind::Create, json!(1)),
         in_company(2, "account.move", EventKind::Write, json!(2)),

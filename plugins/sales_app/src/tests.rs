@@ -220,6 +220,11 @@ fn a_mistyped_option_is_a_bad_config() {
 
 #[test]
 fn answers_are_reusable_as_declared() {
+    // The check below has nothing to check without a declaration.
+    assert_eq!(
+        SalesApp::answers_depend_on(),
+        Some(vec![ContextField::UserId])
+    );
     let events = vec![
         order(1, EventKind::Create, json!(ME)),
         order(2, EventKind::Write, json!(OTHER)),
