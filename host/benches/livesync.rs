@@ -27,9 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
 mod common;
-use common::{env_number, plugin_entry};
+use common::{INGEST_TOKEN, TOKEN_SECRET, env_number, plugin_entry, post_json};
 
-const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 /// Delivery devices a picking is for.
 const DELIVERY_DEVICES: usize = 10;
 
@@ -86,7 +85,7 @@ listen = "127.0.0.1:{port}"
 url = "sqlite://{db}"
 [secrets]
 ingest_token = "{INGEST_TOKEN}"
-token_secret = "bench-token-secret-0123456789"
+token_secret = "{TOKEN_SECRET}"
 admin_token = "bench-admin-token-0123456789"
 [auth]
 mode = "static"
@@ -136,12 +135,11 @@ level = "warn"
 }
 
 fn pull_request(session: &str, body: &Value) -> Request<Full<Bytes>> {
-    Request::post("/api/v2/sync/pull")
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .header("x-session-id", session)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request")
+    post_json(
+        "/api/v2/sync/pull",
+        &[("x-session-id", session)],
+        Bytes::from(body.to_string()),
+    )
 }
 
 /// A device that long-polls over its own connection and reports when each answer with events

@@ -25,10 +25,9 @@ use smartsync::config::StaticSession;
 use tokio::net::{TcpListener, TcpStream};
 
 mod common;
-use common::env_number;
+use common::{INGEST_TOKEN, TOKEN_SECRET, env_number, post_json};
 
 const SESSION: &str = "bench-session";
-const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 
 /// Whether a case runs: all of them, or those whose label contains `BENCH_ONLY`.
 fn wanted(label: &str) -> bool {
@@ -130,7 +129,7 @@ async fn smartsync_server(
     }
     config.database.url = format!("sqlite://{}/smartsync.db", dir.path().display());
     config.secrets.ingest_token = Some(INGEST_TOKEN.into());
-    config.secrets.token_secret = Some("bench-token-secret-0123456789".into());
+    config.secrets.token_secret = Some(TOKEN_SECRET.into());
     config.auth.sessions = [(SESSION.to_string(), StaticSession::Uid(5))]
         .into_iter()
         .collect();
@@ -143,16 +142,6 @@ async fn smartsync_server(
     smartsync::start_on(config, listener)
         .await
         .expect("server starts")
-}
-
-fn post_json(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
-    let mut request = Request::post(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.body(Full::new(body)).expect("request")
 }
 
 /// A picking ready for delivery, as the delivery_app plugin sees it.
