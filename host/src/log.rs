@@ -571,7 +571,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::DatabaseConfig;
     use crate::store::SqliteStore;
 
     fn new_event(model: &str) -> NewEvent {
@@ -646,10 +645,7 @@ mod tests {
     #[tokio::test]
     async fn a_scan_overtaken_by_pruning_says_so() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("log.db");
-        let inner = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
-            .await
-            .expect("store");
+        let inner = SqliteStore::open_for_test(&dir).await;
         let store = Arc::new(GatedStore {
             inner,
             entered: Notify::new(),
@@ -714,10 +710,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_wakes_only_the_waiters_of_its_models() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("log.db");
-        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
-            .await
-            .expect("store");
+        let store = SqliteStore::open_for_test(&dir).await;
         let limits = TailLimits {
             max_events: 100,
             max_bytes: 1 << 20,
@@ -758,10 +751,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_fails_fails_alone_and_the_others_are_published_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("log.db");
-        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
-            .await
-            .expect("store");
+        let store = SqliteStore::open_for_test(&dir).await;
         store.refuse_poison_for_test().await;
         let limits = TailLimits {
             max_events: 100,

@@ -58,6 +58,15 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer })
     }
 
+    /// A store on a new file in `dir`, with the default settings: for tests.
+    #[cfg(test)]
+    pub(crate) async fn open_for_test(dir: &tempfile::TempDir) -> SqliteStore {
+        let path = dir.path().join("log.db");
+        SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
+            .await
+            .expect("store")
+    }
+
     /// Makes the database refuse events of the model `poison`, as a failing disk would: for
     /// tests of failed writes.
     #[cfg(test)]

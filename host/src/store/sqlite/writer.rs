@@ -417,7 +417,6 @@ fn save_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatabaseConfig;
     use crate::store::{EventStore, SqliteStore};
 
     fn event(model: &str, key: Option<&str>) -> NewEvent {
@@ -440,10 +439,7 @@ mod tests {
 
     /// A store whose database refuses events of the model `poison`, as a failing disk would.
     async fn store_refusing_poison(dir: &tempfile::TempDir) -> SqliteStore {
-        let path = dir.path().join("log.db");
-        let store = SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
-            .await
-            .expect("store");
+        let store = SqliteStore::open_for_test(dir).await;
         store.refuse_poison_for_test().await;
         store
     }
