@@ -3,6 +3,7 @@
 mod admin;
 mod health;
 mod ingest;
+mod serve;
 mod sync;
 
 use std::sync::Arc;
@@ -26,9 +27,11 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
 
+pub use serve::serve;
+
 pub const SESSION_HEADER: &str = "x-session-id";
 
-/// The whole HTTP surface, ready for `axum::serve(listener, router.into_make_service())`.
+/// The whole HTTP surface, ready for [`serve`].
 ///
 /// The layers wrap the router as a whole, not each route: a request then clones one router
 /// handle instead of a stack of boxed per-route services, which a long-polling pull would hold

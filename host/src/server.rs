@@ -20,7 +20,7 @@ pub struct Server {
     addr: SocketAddr,
     app: Arc<App>,
     stop: watch::Sender<bool>,
-    serve_task: JoinHandle<std::io::Result<()>>,
+    serve_task: JoinHandle<()>,
     flush_task: JoinHandle<()>,
     prune_task: JoinHandle<()>,
 }
@@ -45,14 +45,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
 
     let (stop, stopped) = watch::channel(false);
     let router = http::router(app.clone());
-    let mut serve_stop = stopped.clone();
-    let serve_task = tokio::spawn(async move {
-        axum::serve(listener, axum::ServiceExt::into_make_service(router))
-            .with_graceful_shutdown(async move {
-                crate::util::stopped(&mut serve_stop).await;
-            })
-            .await
-    });
+    let serve_task = tokio::spawn(http::serve(listener, router, stopped.clone()));
     if let Some(every) = watch_every {
         tokio::spawn(app.plugins.clone().watch(every, stopped.clone()));
     }
@@ -136,8 +129,7 @@ impl Server {
         let _ = self.stop.send(true);
         let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, self.serve_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => tracing::warn!("requests still in flight after the grace period"),
         }

@@ -249,8 +249,17 @@ impl DeviceCursor {
             let known = self
                 .start
                 .or_else(|| device.state().map(|s| (s.position, s.feed_epoch)));
-            let mut read =
-                read_feed(app, &self.identity, &feed, device.key(), known, self.limit).await?;
+            // Boxed: reading a page takes far more state than waiting does, and a waiting pull
+            // would otherwise hold room for it (as part of this future) for as long as it waits.
+            let mut read = Box::pin(read_feed(
+                app,
+                &self.identity,
+                &feed,
+                device.key(),
+                known,
+                self.limit,
+            ))
+            .await?;
             let nothing_yet =
                 read.page.events.is_empty() && !read.page.has_more && read.reset.is_none();
             let time_left = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
