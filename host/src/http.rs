@@ -6,7 +6,11 @@ mod ingest;
 mod serve;
 mod sync;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -16,7 +20,6 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header,
 };
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use tower_http::compression::CompressionLayer;
@@ -38,12 +41,8 @@ pub const SESSION_HEADER: &str = "x-session-id";
 /// for as long as it waits.
 pub fn router(
     app: Arc<App>,
-) -> impl tower::Service<
-    Request,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
 + Send
 + Sync
 + 'static {
@@ -55,7 +54,7 @@ pub fn router(
             .and(move |_: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| enabled),
     );
     let layers = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower::layer::layer_fn(LogRequests))
         .layer(cors(&server.cors_origins))
         .layer(compression)
         .layer(DefaultBodyLimit::max(server.max_body_bytes));
@@ -84,19 +83,45 @@ async fn method_not_allowed() -> ApiError {
 
 /// Logs each request without its query string (the webhook's token travels there) and
 /// without headers (sessions and bearer tokens travel there).
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
-    if status >= 500 {
-        tracing::warn!(%method, %path, status, micros, "request failed");
-    } else {
-        tracing::debug!(%method, %path, status, micros, "request");
+///
+/// A plain service rather than `axum::middleware::from_fn`: that one boxes the request's parts
+/// and a clone of every service inside it for each request, which a long-polling pull holds for
+/// as long as it waits. This keeps the method, the path and the start time.
+#[derive(Clone)]
+struct LogRequests<S>(S);
+
+impl<S> tower::Service<Request> for LogRequests<S>
+where
+    S: tower::Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            let response = response.into_response();
+            let status = response.status().as_u16();
+            let micros = started.elapsed().as_micros() as u64;
+            if status >= 500 {
+                tracing::warn!(%method, %path, status, micros, "request failed");
+            } else {
+                tracing::debug!(%method, %path, status, micros, "request");
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// CORS for the configured origins. `http://host:*` matches any port of that host.
