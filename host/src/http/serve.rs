@@ -1,11 +1,11 @@
 //! Accepting connections and serving HTTP/1.1 on each.
 //!
 //! This does what `axum::serve` does, with hyper's HTTP/1 connection built directly. axum's
-//! accepts HTTP/1 and HTTP/2 alike and tells them apart by reading a connection's first bytes
-//! ahead of hyper; hyper then meets those bytes apart from the rest of the request, and its read
-//! buffer grows to twice its starting size (16 KiB instead of 8) for the life of the connection.
-//! A long-polling pull holds its connection for up to a minute, so that buffer is most of what a
-//! waiting pull costs (see BENCHMARKS.md, live sync). The server speaks HTTP/1.1 only.
+//! reads a connection's first bytes itself, to tell HTTP/1 from HTTP/2 (which this server does
+//! not speak either way); hyper then meets those bytes apart from the rest of the request, and
+//! its read buffer grows to twice its starting size (16 KiB instead of 8) for the life of the
+//! connection. A long-polling pull holds its connection for up to a minute, so that buffer is
+//! most of what a waiting pull costs (see BENCHMARKS.md, live sync).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -31,7 +31,7 @@ where
     S::Future: Send + 'static,
 {
     // Every connection task holds a receiver; `closed()` resolves once the last one is gone.
-    let (open, connections) = watch::channel(());
+    let (all_closed, open_connection) = watch::channel(());
     loop {
         let stream = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -39,15 +39,15 @@ where
         };
         let service = service.clone();
         let stop = stop.clone();
-        let open = connections.clone();
+        let open = open_connection.clone();
         tokio::spawn(async move {
             serve_connection(stream, service, stop).await;
             drop(open);
         });
     }
     drop(listener);
-    drop(connections);
-    open.closed().await;
+    drop(open_connection);
+    all_closed.closed().await;
 }
 
 /// The next connection. Errors that concern one connection (it was reset before it was
@@ -82,8 +82,10 @@ where
     let service = TowerToHyperService::new(
         service.map_request(|request: hyper::Request<Incoming>| request.map(Body::new)),
     );
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // Upgrades as axum::serve allows them, for a route that may one day answer 101.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let mut stopping = false;
     loop {
@@ -157,7 +159,9 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let mut server = tokio::spawn(serve(listener, router, stopped));
 
-        // One connection used once and left open, one with a request in flight.
+        // One connection that never sends a request, one used once and left open, one with a
+        // request in flight.
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
         let mut idle = connect(addr).await;
         assert_eq!(get_body(&mut idle, "/quick").await.expect("quick"), "quick");
         let mut busy = connect(addr).await;
@@ -185,6 +189,12 @@ mod tests {
         assert!(
             get_body(&mut idle, "/quick").await.is_err(),
             "the idle connection was closed"
+        );
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut silent, &mut byte).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the silent connection was closed: {read:?}"
         );
     }
 }
