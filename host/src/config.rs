@@ -161,6 +161,10 @@ pub struct SyncConfig {
     pub max_wait_secs: u64,
     /// How often an idle event stream sends a heartbeat, in seconds.
     pub stream_heartbeat_secs: u64,
+    /// Most devices whose positions are kept in memory (0: no limit). Beyond it, the devices
+    /// that pulled longest ago and are not pulling now are let go once their position is
+    /// written; their next pull reads it from the database again.
+    pub max_cached_devices: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -387,6 +391,7 @@ impl Default for SyncConfig {
             position_flush_ms: 200,
             max_wait_secs: 60,
             stream_heartbeat_secs: 15,
+            max_cached_devices: 100_000,
         }
     }
 }

@@ -6,6 +6,10 @@
 //!
 //! Pulls of one device are serialized by a per-device lock, so two concurrent pulls never hand
 //! out the same page twice or move the position backwards.
+//!
+//! Memory holds at most `sync.max_cached_devices` devices for long: beyond that, devices that
+//! are not being pulled for and whose state is written are let go after a flush, those that
+//! pulled longest ago first, and loaded from the store again at their next pull.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +131,55 @@ impl Positions {
         }
     }
 
+    /// How many devices are kept in memory.
+    pub fn cached(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    /// When more than `max` devices are kept in memory, lets go of the ones that pulled longest
+    /// ago until a quarter of `max` is free again (so that this runs seldom), keeping every
+    /// device that is being pulled for and every device whose latest state has not been written
+    /// yet. A device let go is loaded from the store at its next pull. Returns how many were let
+    /// go. `max` 0 keeps every device.
+    pub fn evict_idle(&self, max: usize) -> usize {
+        let mut slots = self.slots.lock();
+        if max == 0 || slots.len() <= max {
+            return 0;
+        }
+        let target = max - max / 4;
+        let mut idle: Vec<(String, DeviceKey)> = {
+            let dirty = self.dirty.lock();
+            slots
+                .iter()
+                .filter(|(key, slot)| {
+                    // Every holder of a slot clones it under `slots`' lock, which is held here:
+                    // a slot only the map holds is not locked, and nobody is about to lock it.
+                    Arc::strong_count(slot) == 1 && !dirty.contains_key(*key)
+                })
+                .filter_map(|(key, slot)| {
+                    let state = slot.try_lock().ok()?;
+                    let last = state
+                        .as_ref()
+                        .map(|s| s.last_sync_time.clone())
+                        .unwrap_or_default();
+                    Some((last, key.clone()))
+                })
+                .collect()
+        };
+        let excess = (slots.len() - target).min(idle.len());
+        if excess == 0 {
+            return 0;
+        }
+        if excess < idle.len() {
+            // Times are RFC 3339 in UTC, written alike: they sort as strings.
+            idle.select_nth_unstable_by(excess - 1, |a, b| a.0.cmp(&b.0));
+        }
+        for (_, key) in &idle[..excess] {
+            slots.remove(key);
+        }
+        excess
+    }
+
     /// Writes every changed state to the store in one transaction.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let batch: Vec<(DeviceKey, DeviceState)> = self.dirty.lock().drain().collect();
@@ -144,5 +197,71 @@ impl Positions {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn key(n: i64) -> DeviceKey {
+        DeviceKey {
+            user_id: 5,
+            device_id: format!("tablet-{n}"),
+            app_type: "sales_app".into(),
+        }
+    }
+
+    /// A state whose last pull was `n` seconds into the day.
+    fn state(n: i64) -> DeviceState {
+        DeviceState {
+            position: 100 + n,
+            sync_count: 1,
+            first_sync_time: "2026-11-30T00:00:00.000000Z".into(),
+            last_sync_time: format!("2026-11-30T00:00:{n:02}.000000Z"),
+            feed_epoch: 0,
+        }
+    }
+
+    async fn pulled(positions: &Positions, n: i64) {
+        let device = positions.lock(key(n)).await.expect("lock");
+        device.commit(state(n));
+    }
+
+    #[tokio::test]
+    async fn idle_devices_that_pulled_longest_ago_are_let_go_and_come_back_from_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open_for_test(&dir).await);
+        let positions = Positions::new(store.clone());
+        // Eight devices, pulled in the order of their numbers; all written.
+        for n in [3, 1, 4, 8, 5, 2, 7, 6] {
+            pulled(&positions, n).await;
+        }
+        positions.flush().await.expect("flush");
+        assert_eq!(positions.evict_idle(0), 0, "0 keeps every device");
+        assert_eq!(positions.evict_idle(8), 0, "at the limit, nothing goes");
+
+        // Device 1 is being pulled for, device 2's newest state is not written yet.
+        let busy = positions.lock(key(1)).await.expect("lock");
+        pulled(&positions, 2).await;
+        // Down to 6 - 6/4 = 5 devices: three go, the oldest among those that may.
+        assert_eq!(positions.evict_idle(6), 3);
+        assert_eq!(positions.cached(), 5);
+        let kept: Vec<bool> = (1..=8)
+            .map(|n| positions.slots.lock().contains_key(&key(n)))
+            .collect();
+        assert_eq!(
+            kept,
+            [true, true, false, false, false, true, true, true],
+            "devices 1 and 2 stay however old; 3, 4 and 5 pulled longest ago"
+        );
+        drop(busy);
+
+        // A device let go comes back with the position the store has.
+        let back = positions.lock(key(4)).await.expect("lock");
+        assert_eq!(back.state(), Some(&state(4)));
+        drop(back);
+        store.close().await;
     }
 }

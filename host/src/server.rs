@@ -107,8 +107,14 @@ async fn flush_positions(app: Arc<App>, every: Duration, mut stopped: watch::Rec
             _ = ticker.tick() => {}
             () = crate::util::stopped(&mut stopped) => return,
         }
-        if let Err(e) = app.positions.flush().await {
-            tracing::error!(error = %e, "writing device positions failed; will retry");
+        match app.positions.flush().await {
+            Ok(_) => {
+                let let_go = app.positions.evict_idle(app.config.sync.max_cached_devices);
+                if let_go > 0 {
+                    tracing::debug!(let_go, "idle devices' positions let go from memory");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "writing device positions failed; will retry"),
         }
     }
 }
