@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OnceCell;
+
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -120,6 +122,35 @@ struct OdooSessions {
     ok_ttl: Duration,
     error_ttl: Duration,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Sessions Odoo is being asked about now: requests with the same session wait for the
+    /// one question instead of each asking again, such as a fleet of devices reconnecting
+    /// after a restart, or every request while Odoo is slow or down.
+    asking: Mutex<HashMap<String, Arc<Question>>>,
+}
+
+/// One question to Odoo about one session, answered once for everyone waiting on it.
+type Question = OnceCell<Result<Arc<Identity>, AuthError>>;
+
+/// A request's interest in a [`Question`]. Dropped, it takes the question off the list once it
+/// is answered or nobody else waits for it, so that the next request asks anew.
+struct Asking<'a> {
+    sessions: &'a OdooSessions,
+    session_id: &'a str,
+    question: Arc<Question>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut asking = self.sessions.asking.lock();
+        // Clones are made under this lock: with it held, two holders are the list and us.
+        if asking
+            .get(self.session_id)
+            .is_some_and(|q| Arc::ptr_eq(q, &self.question))
+            && (self.question.initialized() || Arc::strong_count(&self.question) <= 2)
+        {
+            asking.remove(self.session_id);
+        }
+    }
 }
 
 /// Odoo's last word on a session, and until when it stands. `Err` is a refused session.
@@ -141,6 +172,7 @@ impl OdooSessions {
             ok_ttl: Duration::from_secs(config.cache_ok_secs),
             error_ttl: Duration::from_secs(config.cache_error_secs),
             cache: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashMap::new()),
         })
     }
 
@@ -151,7 +183,31 @@ impl OdooSessions {
         {
             return outcome.clone().map_err(|()| AuthError::Invalid);
         }
+        let asking = Asking {
+            question: self
+                .asking
+                .lock()
+                .entry(session_id.to_string())
+                .or_default()
+                .clone(),
+            sessions: self,
+            session_id,
+        };
+        // The first request asks; the others wait for its answer. Should it go away before the
+        // answer (its client hung up), one of them asks in its place. Boxed: the HTTP call's
+        // state would otherwise be part of every request's future, a waiting pull's included.
+        Box::pin(
+            asking
+                .question
+                .get_or_init(|| self.ask_and_cache(session_id)),
+        )
+        .await
+        .clone()
+    }
+
+    async fn ask_and_cache(&self, session_id: &str) -> Result<Arc<Identity>, AuthError> {
         let outcome = self.ask_odoo(session_id).await;
+        let now = Instant::now();
         let cached = match &outcome {
             Ok(identity) => Some((now + self.ok_ttl, Ok(identity.clone()))),
             Err(AuthError::Invalid) => Some((now + self.error_ttl, Err(()))),

@@ -87,3 +87,41 @@ async fn odoo_down_answers_503_with_retry_after() {
     assert!(response.headers().contains_key("retry-after"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_requests_with_one_session_ask_odoo_once() {
+    let odoo = FakeOdoo::start().await;
+    odoo.login("fleet", 5, &[1]);
+    // Slow enough that every request arrives while the first question is still out.
+    odoo.set_delay(std::time::Duration::from_millis(300));
+    let server = odoo_server(&odoo.url, 60).await;
+    let bodies: Vec<Value> = (0..20)
+        .map(|i| json!({"user_id": 5, "device_id": format!("tablet-{i}"), "app_type": "sales_app"}))
+        .collect();
+    let pulls = bodies.iter().map(|body| server.pull("fleet", body));
+    let answers = futures_util::future::join_all(pulls).await;
+    assert!(answers.iter().all(|r| r.status() == 200));
+    assert_eq!(odoo.calls(), 1, "20 requests, one question to Odoo");
+
+    // While Odoo is down, waiting requests share its failure instead of each timing out.
+    odoo.set_failing(true);
+    let body = pull_as(5);
+    let pulls = (0..20).map(|_| server.pull("other-session", &body));
+    let answers = futures_util::future::join_all(pulls).await;
+    assert!(answers.iter().all(|r| r.status() == 503));
+    assert_eq!(odoo.calls(), 2);
+    // A failure is not kept: the next request asks again.
+    odoo.set_failing(false);
+    odoo.set_delay(std::time::Duration::ZERO);
+    assert_eq!(server.pull("fleet", &pull_as(5)).await.status(), 200);
+    assert_eq!(
+        server.pull("other-session", &pull_as(5)).await.status(),
+        401
+    );
+    assert_eq!(
+        odoo.calls(),
+        3,
+        "fleet is cached; other-session is asked again"
+    );
+    server.stop().await;
+}

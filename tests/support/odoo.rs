@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +26,7 @@ struct State {
     sessions: Arc<Mutex<HashMap<String, Login>>>,
     calls: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 pub struct FakeOdoo {
@@ -40,7 +42,13 @@ impl FakeOdoo {
             "/web/session/get_session_info",
             post(move |headers: HeaderMap, body: String| {
                 let state = handler_state.clone();
-                async move { session_info(&state, &headers, &body) }
+                async move {
+                    let delay = state.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    session_info(&state, &headers, &body)
+                }
             }),
         );
         FakeOdoo {
@@ -70,6 +78,12 @@ impl FakeOdoo {
     /// While set, answer as a proxy does in front of a stopped Odoo: 502.
     pub fn set_failing(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Answers each call after `delay`, as a busy Odoo does.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 }
 
