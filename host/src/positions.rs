@@ -131,11 +131,6 @@ impl Positions {
         }
     }
 
-    /// How many devices are kept in memory.
-    pub fn cached(&self) -> usize {
-        self.slots.lock().len()
-    }
-
     /// When more than `max` devices are kept in memory, lets go of the ones that pulled longest
     /// ago until a quarter of `max` is free again (so that this runs seldom), keeping every
     /// device that is being pulled for and every device whose latest state has not been written
@@ -247,7 +242,7 @@ mod tests {
         pulled(&positions, 2).await;
         // Down to 6 - 6/4 = 5 devices: three go, the oldest among those that may.
         assert_eq!(positions.evict_idle(6), 3);
-        assert_eq!(positions.cached(), 5);
+        assert_eq!(positions.slots.lock().len(), 5);
         let kept: Vec<bool> = (1..=8)
             .map(|n| positions.slots.lock().contains_key(&key(n)))
             .collect();
