@@ -51,6 +51,20 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long a shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's headers, from the connection's accept or
+    /// the request's first byte, in seconds; a connection that stalls longer is closed.
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's body once its headers are in, in
+    /// seconds; a slower one is answered 408 `request_timeout` and its connection closed.
+    pub body_timeout_secs: u64,
+    /// How long a keep-alive connection stays open waiting for its next request, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Most connections served at once (further ones are answered 503 `too_many_connections`).
+    /// Lowered, with a warning, to what the process's open-files limit leaves room for.
+    pub max_connections: usize,
+    /// Most connections served at once from one IP address; 0: no limit of its own. Leave it
+    /// at 0 behind a reverse proxy, whose connections all come from one address.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -353,6 +367,11 @@ impl Default for ServerConfig {
             compression_min_bytes: 1024,
             cors_origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()],
             shutdown_grace_secs: 30,
+            header_timeout_secs: 15,
+            body_timeout_secs: 30,
+            idle_timeout_secs: 90,
+            max_connections: 20_000,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -527,6 +546,21 @@ impl Config {
             .map_err(|e| format!("`server.listen` = {:?}: {e}", self.server.listen))?;
         if self.server.max_body_bytes < 1024 {
             return Err("`server.max_body_bytes` must be at least 1024".into());
+        }
+        for (key, value) in [
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(format!("`{key}` must be at least 1"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err("`server.max_connections` must be at least 1".into());
         }
         for origin in &self.server.cors_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -58,9 +58,32 @@ pub struct NewEvent {
     /// A JSON object, serialized compactly.
     pub payload: Option<String>,
     pub changed_fields: Option<Vec<String>>,
-    /// Sending the same key again never makes a second event.
-    pub dedupe_key: Option<String>,
+    /// What makes a second sending of this event a duplicate, not a new event.
+    pub dedupe_key: Option<DedupeKey>,
     pub received_at: String,
+}
+
+/// How a source names an event so that sending it again does not store it twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DedupeKey {
+    /// The source's own name for the event (`key` in `POST /api/v2/events`): once stored, the
+    /// same key is never stored again.
+    Event(String),
+    /// One version of one record, as an Odoo webhook post carries it
+    /// ([`crate::ingest::odoo_dedupe_key`]). The same version again is a duplicate while it is
+    /// the record's newest event, or when the record's newest event is from a later time or is
+    /// its deletion: a retry, or an old post arriving late. After a newer change from the same
+    /// second, it is the record changed back, and is stored again.
+    Version(String),
+}
+
+impl DedupeKey {
+    /// The key as the log stores it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DedupeKey::Event(key) | DedupeKey::Version(key) => key,
+        }
+    }
 }
 
 /// An event in the log.
@@ -142,7 +165,7 @@ impl NewEvent {
             timestamp: now_rfc3339(),
             payload: None,
             changed_fields: None,
-            dedupe_key: dedupe_key.map(String::from),
+            dedupe_key: dedupe_key.map(|key| DedupeKey::Event(key.into())),
             received_at: now_rfc3339(),
         }
     }

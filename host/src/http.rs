@@ -5,6 +5,7 @@ mod health;
 mod ingest;
 mod serve;
 mod sync;
+mod timeouts;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +31,8 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
 
-pub use serve::serve;
+pub use serve::{Limits, serve};
+pub use timeouts::Timeouts;
 
 pub const SESSION_HEADER: &str = "x-session-id";
 
@@ -114,7 +116,9 @@ where
             let response = response.into_response();
             let status = response.status().as_u16();
             let micros = started.elapsed().as_micros() as u64;
-            if status >= 500 {
+            // A 503 (a failed plugin, Odoo or the disk unavailable, a shutdown) is logged once
+            // where it arises, not for every request it turns away.
+            if status >= 500 && status != 503 {
                 tracing::warn!(%method, %path, status, micros, "request failed");
             } else {
                 tracing::debug!(%method, %path, status, micros, "request");
@@ -168,7 +172,13 @@ async fn identify(app: &App, headers: &HeaderMap) -> ApiResult<Arc<Identity>> {
 /// The body, or the error a client should see when it could not be read.
 fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(timed_out) = timeouts::BodyTimedOut::caused(&rejection) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("{timed_out} (server.body_timeout_secs)"),
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -2,8 +2,9 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-use crate::event::{EventKind, NewEvent, normalize_timestamp, now_rfc3339};
+use crate::event::{DedupeKey, EventKind, NewEvent, normalize_timestamp, now_rfc3339};
 
 /// Longest model name, dedupe key and field name accepted.
 const MAX_NAME_LEN: usize = 128;
@@ -109,7 +110,7 @@ impl IngestItem {
             timestamp,
             payload: self.payload.map(|p| Value::Object(p).to_string()),
             changed_fields: self.changed_fields,
-            dedupe_key: self.key,
+            dedupe_key: self.key.map(DedupeKey::Event),
             received_at: received_at.to_string(),
         })
     }
@@ -159,7 +160,8 @@ pub fn odoo_webhook_event(
     let timestamp = write_date
         .and_then(normalize_timestamp)
         .unwrap_or_else(|| received_at.clone());
-    let dedupe_key = write_date.map(|w| format!("odoo:{model}:{record_id}:{kind}:{w}"));
+    let dedupe_key =
+        write_date.map(|w| DedupeKey::Version(odoo_dedupe_key(&model, record_id, kind, w, &body)));
     Ok(NewEvent {
         model,
         record_id,
@@ -170,6 +172,63 @@ pub fn odoo_webhook_event(
         dedupe_key,
         received_at,
     })
+}
+
+/// The dedupe key of one version of one Odoo record, as a webhook post carries it.
+///
+/// `write_date` alone does not tell versions apart: it has a one-second resolution and is the
+/// same for every write of one transaction, so two changes of a record within a second share
+/// it. The key therefore also holds a digest of every field the post carries. A retry of the
+/// same post, or the same version reaching the server again by another path (another rule, the
+/// keys in another order), has the same fields and the same key and is stored once; a second
+/// change with the same `write_date` differs in some field and is stored as an event of its own.
+/// `fields` are the record's fields, without Odoo's bookkeeping (`_model`, `_id`, `_action`),
+/// which is not part of the version.
+pub fn odoo_dedupe_key(
+    model: &str,
+    record_id: i64,
+    kind: EventKind,
+    write_date: &str,
+    fields: &Map<String, Value>,
+) -> String {
+    let mut canonical = String::new();
+    write_canonical(&mut canonical, fields);
+    let digest = Sha256::digest(canonical.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("odoo:{model}:{record_id}:{kind}:{write_date}:{hex}")
+}
+
+/// `object` as JSON with every object's keys in sorted order, whatever order they came in.
+fn write_canonical(out: &mut String, object: &Map<String, Value>) {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(key.clone()).to_string());
+        out.push(':');
+        write_canonical_value(out, &object[key]);
+    }
+    out.push('}');
+}
+
+fn write_canonical_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(object) => write_canonical(out, object),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical_value(out, item);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -216,9 +275,13 @@ mod tests {
         assert_eq!(event.model, "sale.order");
         assert_eq!(event.record_id, 42);
         assert_eq!(event.timestamp, "2024-01-15T10:30:00Z");
-        assert_eq!(
-            event.dedupe_key.as_deref(),
-            Some("odoo:sale.order:42:create:2024-01-15 10:30:00")
+        let key = match event.dedupe_key {
+            Some(DedupeKey::Version(key)) => key,
+            other => panic!("not a version key: {other:?}"),
+        };
+        assert!(
+            key.starts_with("odoo:sale.order:42:create:2024-01-15 10:30:00:"),
+            "{key}"
         );
         let payload: Value =
             serde_json::from_str(event.payload.as_deref().expect("payload")).expect("json");
@@ -231,6 +294,32 @@ mod tests {
         assert_eq!(event.kind, EventKind::Write);
         let event = odoo_webhook_event(object(body), Some(EventKind::Unlink)).expect("valid");
         assert_eq!(event.kind, EventKind::Unlink);
+    }
+
+    #[test]
+    fn only_the_same_version_has_the_same_key() {
+        let post = |action: &str, fields: Value| {
+            let mut body = object(json!({"_action": action, "_id": 42, "_model": "sale.order"}));
+            body.extend(object(fields));
+            let event = odoo_webhook_event(body, Some(EventKind::Write)).expect("valid");
+            event.dedupe_key.expect("a key").as_str().to_string()
+        };
+        let draft = json!({"id": 42, "state": "draft", "user_id": [5, "Mitchell"],
+                           "write_date": "2024-01-15 10:30:00", "tags": {"b": 1, "a": [1, 2]}});
+        let first = post("Sync(#12)", draft.clone());
+        // A retry of the same post, or the same version through another rule with its fields in
+        // another order, is the same version.
+        assert_eq!(post("Sync(#12)", draft), first);
+        let reordered = json!({"write_date": "2024-01-15 10:30:00", "tags": {"a": [1, 2], "b": 1},
+                               "user_id": [5, "Mitchell"], "state": "draft", "id": 42});
+        assert_eq!(post("Other rule(#13)", reordered), first);
+        // A second change within the same second is another version.
+        let confirmed = json!({"id": 42, "state": "sale", "user_id": [5, "Mitchell"],
+                               "write_date": "2024-01-15 10:30:00", "tags": {"b": 1, "a": [1, 2]}});
+        assert_ne!(post("Sync(#12)", confirmed), first);
+        let nested = json!({"id": 42, "state": "draft", "user_id": [5, "Mitchell"],
+                            "write_date": "2024-01-15 10:30:00", "tags": {"b": 1, "a": [2, 1]}});
+        assert_ne!(post("Sync(#12)", nested), first);
     }
 
     #[test]

@@ -119,7 +119,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Migrate => {
-                let store = smartsync::store::open(&config.database).await?;
+                let store =
+                    smartsync::store::open(&config.database, smartsync::store::Access::Write)
+                        .await?;
                 let head = store.last_event_id().await?;
                 store.close().await;
                 println!("database is up to date ({head} events so far)");
@@ -261,7 +263,7 @@ fn replay_command(config_path: Option<&Path>, command: PluginCommand) -> ExitCod
         Err(code) => return code,
     };
     let result: anyhow::Result<String> = runtime.block_on(async move {
-        let app = smartsync::server::open_app(config).await?;
+        let app = smartsync::server::open_app(config, smartsync::store::Access::Read).await?;
         let identity = smartsync::identity::Identity {
             uid: user_id,
             company_ids,

@@ -78,6 +78,10 @@ pub async fn run(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
                 pruned_through = pruned.through,
                 "pruned old events"
             ),
+            // A full disk is said once, by the store's appends.
+            Err(e) if e.is_storage_full() => {
+                tracing::debug!(error = %e, "pruning old events: the disk is full; will retry");
+            }
             Err(e) => tracing::error!(error = %e, "pruning old events failed; will retry"),
         }
     }

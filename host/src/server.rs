@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::identity::Authenticator;
 use crate::log::{EventLog, TailLimits};
 use crate::plugin::{PluginEngine, Reloader};
@@ -40,12 +40,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         .plugins
         .watch
         .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
-    let app = open_app(config).await?;
+    let app = open_app(config, store::Access::Write).await?;
     let addr = listener.local_addr()?;
 
     let (stop, stopped) = watch::channel(false);
     let router = http::router(app.clone());
-    let serve_task = tokio::spawn(http::serve(listener, router, stopped.clone()));
+    let limits = connection_limits(&app.config.server);
+    let serve_task = tokio::spawn(http::serve(listener, router, limits, stopped.clone()));
     if let Some(every) = watch_every {
         tokio::spawn(app.plugins.clone().watch(every, stopped.clone()));
     }
@@ -63,8 +64,9 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
 }
 
 /// Everything but the HTTP listener: the database (migrated), the log's tail and writer, the
-/// plugins, sessions and secrets. `smartsync plugin replay` uses it without serving.
-pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
+/// plugins, sessions and secrets. `smartsync plugin replay` uses it without serving, with
+/// [`store::Access::Read`].
+pub async fn open_app(config: Config, access: store::Access) -> anyhow::Result<Arc<App>> {
     let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
     if auth.is_static() {
         tracing::warn!(
@@ -72,7 +74,7 @@ pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
         );
     }
     let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
-    let store = store::open(&config.database).await?;
+    let store = store::open(&config.database, access).await?;
     let log = EventLog::open(
         store.clone(),
         TailLimits {
@@ -99,6 +101,42 @@ pub fn open_plugins(config: &Config) -> anyhow::Result<Reloader> {
     Reloader::open(engine, config.plugins.file.clone()).map_err(anyhow::Error::msg)
 }
 
+/// Descriptors kept for everything but clients' connections: the database's files, the
+/// plugins, Odoo, connections being turned away.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The connection limits of `server`, with `max_connections` lowered to what the process's
+/// open-files limit leaves room for: past it, accepting fails and nobody is answered.
+fn connection_limits(server: &ServerConfig) -> http::Limits {
+    let secs = Duration::from_secs;
+    let mut max_connections = server.max_connections;
+    #[cfg(unix)]
+    if let Some(open_files) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    {
+        let room = open_files.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if max_connections > room {
+            tracing::warn!(
+                configured = max_connections,
+                open_files,
+                serving = room,
+                "server.max_connections is more than the open-files limit leaves room for; \
+                 lowered (raise the limit, e.g. LimitNOFILE= in a systemd unit)"
+            );
+            max_connections = room;
+        }
+    }
+    http::Limits {
+        timeouts: http::Timeouts {
+            header: secs(server.header_timeout_secs),
+            body: secs(server.body_timeout_secs),
+            idle: secs(server.idle_timeout_secs),
+        },
+        max_connections,
+        max_connections_per_ip: server.max_connections_per_ip,
+    }
+}
+
 async fn flush_positions(app: Arc<App>, every: Duration, mut stopped: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,6 +151,10 @@ async fn flush_positions(app: Arc<App>, every: Duration, mut stopped: watch::Rec
                 if let_go > 0 {
                     tracing::debug!(let_go, "idle devices' positions let go from memory");
                 }
+            }
+            // A full disk is said once, by the store's appends; positions wait in memory.
+            Err(e) if e.is_storage_full() => {
+                tracing::debug!(error = %e, "writing device positions: the disk is full; will retry");
             }
             Err(e) => tracing::error!(error = %e, "writing device positions failed; will retry"),
         }

@@ -51,6 +51,38 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Setup(String),
+    /// Another process writes to the database.
+    #[error("{0}")]
+    InUse(String),
+    /// The last append found the database's disk full, and none has succeeded since.
+    #[error("the database's disk is full")]
+    StorageFull,
+}
+
+impl StoreError {
+    /// Whether the database refused the write because its disk (or its size limit) is full:
+    /// nothing is lost, and the same write succeeds once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::StorageFull => true,
+            StoreError::Write(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("13"),
+            StoreError::Shared(inner) => inner.is_storage_full(),
+            _ => false,
+        }
+    }
+}
+
+/// What a process opens the store for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// To write: the server, or `smartsync migrate`. The SQLite store has one such process at
+    /// a time, and refuses to open while another one has it open.
+    Write,
+    /// To read beside a running server: `smartsync plugin replay`.
+    Read,
 }
 
 #[async_trait]
@@ -100,7 +132,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// Writes the given device states in one transaction.
     async fn save_devices(&self, devices: &[(DeviceKey, DeviceState)]) -> Result<(), StoreError>;
 
-    /// Whether the database answers.
+    /// Whether the database answers and takes events: [`StoreError::StorageFull`] from an
+    /// append that found the disk full until one succeeds again.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Closes connections, waiting for queries in flight.
@@ -116,10 +149,13 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
-/// Opens the store named by the URL and brings its schema up to date.
-pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn EventStore>, StoreError> {
+/// Opens the store named by the URL for `access` and brings its schema up to date.
+pub async fn open(
+    config: &DatabaseConfig,
+    access: Access,
+) -> Result<Arc<dyn EventStore>, StoreError> {
     match sqlite_path(&config.url) {
-        Some(path) => Ok(Arc::new(SqliteStore::open(path, config).await?)),
+        Some(path) => Ok(Arc::new(SqliteStore::open(path, config, access).await?)),
         None => Err(StoreError::Setup(format!(
             "unsupported database URL {:?}: expected sqlite://path",
             config.url

@@ -425,3 +425,84 @@ async fn plugin_replay_shows_what_a_device_would_get_without_moving_it() {
         .status();
     let _ = child.wait();
 }
+
+/// Waits up to `limit` for `child` to exit; kills it and answers `None` if it did not.
+fn exit_within(mut child: std::process::Child, limit: Duration) -> Option<std::process::Output> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().expect("try_wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut first = serve(dir.path(), port, Stdio::null()).await;
+    let holder = format!("pid {}", first.id());
+
+    for command in [&["serve"][..], &["migrate"][..]] {
+        let second = Command::new(smartsync_bin())
+            .current_dir(dir.path())
+            .env(
+                "SMARTSYNC_SERVER__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .args(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a second smartsync");
+        let out = exit_within(second, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("`smartsync {command:?}` ran beside a running server"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("data/smartsync.db"),
+            "{command:?}: {stderr}"
+        );
+        assert!(stderr.contains(&holder), "{command:?}: {stderr}");
+    }
+
+    // The first server is unharmed: it takes events and serves them.
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let token = ingest_token(dir.path());
+    let hook = client
+        .post(format!(
+            "{base}/api/v2/webhooks/odoo?token={token}&event=write"
+        ))
+        .json(&json!({"_model": "res.partner", "_id": 7, "id": 7}))
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(hook.status(), 200);
+    let pull: Value = client
+        .post(format!("{base}/api/v2/sync/pull"))
+        .header("X-Session-Id", "dev-session-5")
+        .json(&json!({"user_id": 5, "device_id": "a", "app_type": "sales_app"}))
+        .send()
+        .await
+        .expect("pull")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(pull["new_events_count"], 1, "{pull}");
+
+    // Once it has stopped, the database is free again.
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    let mut again = serve(dir.path(), port, Stdio::null()).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let _ = again.wait();
+}

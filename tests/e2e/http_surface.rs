@@ -109,3 +109,139 @@ async fn health_and_readiness() {
     assert_eq!(body["status"], "ready");
     server.stop().await;
 }
+
+/// Reads what the server sends on `stream` until it closes the connection, or panics after
+/// `limit`.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection is still open after {limit:?}");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn connections_that_stall_are_closed_and_slow_answers_are_not() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let server = TestServer::start_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+        c.server.idle_timeout_secs = 3;
+    })
+    .await;
+    let addr = server.base().trim_start_matches("http://").to_string();
+    let session = session(5);
+    let started = Instant::now();
+
+    // Nothing sent, half a header, headers and part of a body.
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    let mut half_header = TcpStream::connect(&addr).await.expect("connect");
+    half_header
+        .write_all(b"POST /api/v2/sync/pull HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .await
+        .expect("write");
+    let mut half_body = TcpStream::connect(&addr).await.expect("connect");
+    half_body
+        .write_all(
+            format!(
+                "POST /api/v2/sync/pull HTTP/1.1\r\nHost: x\r\nX-Session-Id: {session}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 80\r\n\r\n{{\"user_id\": 5,"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    // Meanwhile a long-poll waits longer than every timeout, on a connection that then idles
+    // for longer than the header timeout and is used again.
+    let client = reqwest::Client::new();
+    let pull = |wait: u64| {
+        client
+            .post(server.url("/api/v2/sync/pull"))
+            .header("X-Session-Id", &session)
+            .json(&json!({"user_id": 5, "device_id": "d", "app_type": "sales_app", "wait": wait}))
+            .send()
+    };
+    let long_poll = tokio::spawn(pull(3));
+
+    assert_eq!(
+        read_until_closed(&mut silent, Duration::from_secs(10)).await,
+        ""
+    );
+    assert_eq!(
+        read_until_closed(&mut half_header, Duration::from_secs(10)).await,
+        ""
+    );
+    let answer = read_until_closed(&mut half_body, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+
+    let waited = long_poll
+        .await
+        .expect("task")
+        .expect("the long-poll is answered");
+    assert_eq!(waited.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the long-poll waited"
+    );
+
+    // A keep-alive connection idle for longer than the header timeout still serves; one idle
+    // for longer than the idle timeout is closed.
+    let mut kept = TcpStream::connect(&addr).await.expect("connect");
+    for pause in [0, 1500] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write on the kept connection");
+        let answer = read_one_answer(&mut kept).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "after {pause} ms: {answer}"
+        );
+    }
+    let idle_since = Instant::now();
+    assert_eq!(
+        read_until_closed(&mut kept, Duration::from_secs(10)).await,
+        ""
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(2500),
+        "closed before the idle timeout"
+    );
+    server.stop().await;
+}
+
+/// Reads one answer to `GET /healthz`, whose body is one JSON object.
+async fn read_one_answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !(received.ends_with(b"}") && received.windows(4).any(|w| w == b"\r\n\r\n")) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before answering: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}

@@ -279,3 +279,55 @@ async fn oversized_batches_are_refused() {
     assert!(everything(&server).await.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_change_with_the_same_write_date_is_not_a_retry() {
+    let server = TestServer::start().await;
+    let order = |write_date: &str, state: &str| {
+        json!({"_model": "sale.order", "_id": 42, "id": 42, "write_date": write_date,
+               "state": state})
+    };
+    let earlier = order("2024-01-15 10:29:00", "draft");
+    // Three writes of one order in one second (a confirmation that writes twice, an automated
+    // action that changes a field and changes it back): Odoo stamps them with one write_date.
+    let draft = order("2024-01-15 10:30:00", "draft");
+    let confirmed = order("2024-01-15 10:30:00", "sale");
+    // The first version again, through another rule, its fields in another order.
+    let draft_again = json!({"state": "draft", "write_date": "2024-01-15 10:30:00", "id": 42,
+                             "_action": "Smart Sync: another rule(#50)",
+                             "_id": 42, "_model": "sale.order"});
+    for (body, id, duplicate) in [
+        (&earlier, 1, false),
+        (&draft, 2, false),
+        // A retry of the newest version.
+        (&draft, 2, true),
+        (&confirmed, 3, false),
+        (&confirmed, 3, true),
+        // The order changed back within the same second: a change, not a retry.
+        (&draft_again, 4, false),
+        (&draft, 4, true),
+        // An older version arriving late is a retry.
+        (&earlier, 1, true),
+    ] {
+        let response = server.webhook("event=write", body).await;
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("json");
+        assert_eq!(answer["id"], id, "{body}: {answer}");
+        assert_eq!(answer["duplicate"], duplicate, "{body}: {answer}");
+    }
+    let versions: Vec<(Value, Value)> = everything(&server)
+        .await
+        .iter()
+        .map(|e| (e["timestamp"].clone(), e["payload"]["state"].clone()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (json!("2024-01-15T10:29:00Z"), json!("draft")),
+            (json!("2024-01-15T10:30:00Z"), json!("draft")),
+            (json!("2024-01-15T10:30:00Z"), json!("sale")),
+            (json!("2024-01-15T10:30:00Z"), json!("draft")),
+        ]
+    );
+    server.stop().await;
+}

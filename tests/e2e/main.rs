@@ -2,6 +2,7 @@
 
 mod cli;
 mod durability;
+mod full_disk;
 mod http_surface;
 mod ingest;
 mod longpoll;

@@ -1,4 +1,4 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
+//! `GET /healthz` (the process is up) and `GET /readyz` (the database answers and has room).
 
 use std::sync::Arc;
 
@@ -22,6 +22,14 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     app.store.ping().await.map_err(|e| {
+        if e.is_storage_full() {
+            // Said once in the log by the store, when the disk filled.
+            return ApiError::unavailable(
+                "storage_full",
+                "the database's disk is full: ingest is refused until space is freed",
+                30,
+            );
+        }
         tracing::warn!(error = %e, "readiness check: database does not answer");
         ApiError::unavailable("database_unavailable", "the database does not answer", 5)
     })?;

@@ -41,11 +41,19 @@ fn check_token(app: &App, presented: Option<&str>) -> ApiResult<()> {
     }
 }
 
+/// How long a source is asked to wait before sending again while the disk is full.
+const STORAGE_FULL_RETRY_SECS: u64 = 30;
+
 fn append_error(e: AppendError) -> ApiError {
     match e {
         AppendError::Closed => {
             ApiError::unavailable("shutting_down", "the server is shutting down", 5)
         }
+        AppendError::Store(e) if e.is_storage_full() => ApiError::unavailable(
+            "storage_full",
+            "the database's disk is full: nothing of this request was stored; send it again later",
+            STORAGE_FULL_RETRY_SECS,
+        ),
         AppendError::Store(e) => ApiError::internal(e),
     }
 }

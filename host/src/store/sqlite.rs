@@ -12,12 +12,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{EventStore, PendingAppend, StoreError};
+use super::{Access, EventStore, PendingAppend, StoreError};
 use crate::config::DatabaseConfig;
 use crate::event::{Event, EventKind, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
 
+mod lock;
 mod writer;
+use lock::WriterLock;
 use writer::Writer;
 
 /// The `log_meta` key of the highest id pruning may have deleted.
@@ -28,10 +30,16 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Every write: one connection on its own thread, which also makes ids follow commit order.
     writer: Writer,
+    /// Held by a store opened to write, until it is closed.
+    lock: parking_lot::Mutex<Option<WriterLock>>,
 }
 
 impl SqliteStore {
-    pub async fn open(path: &str, config: &DatabaseConfig) -> Result<SqliteStore, StoreError> {
+    pub async fn open(
+        path: &str,
+        config: &DatabaseConfig,
+        access: Access,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
@@ -39,6 +47,10 @@ impl SqliteStore {
                 StoreError::Setup(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        let lock = match access {
+            Access::Write => Some(WriterLock::take(Path::new(path))?),
+            Access::Read => None,
+        };
         let synchronous = SqliteSynchronous::from_str(&config.synchronous)
             .map_err(|e| StoreError::Setup(format!("database.synchronous: {e}")))?;
         let options = SqliteConnectOptions::new()
@@ -55,16 +67,24 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         let writer = Writer::start(Path::new(path), &config.synchronous)?;
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore {
+            pool,
+            writer,
+            lock: parking_lot::Mutex::new(lock),
+        })
     }
 
     /// A store on a new file in `dir`, with the default settings: for tests.
     #[cfg(test)]
     pub(crate) async fn open_for_test(dir: &tempfile::TempDir) -> SqliteStore {
         let path = dir.path().join("log.db");
-        SqliteStore::open(&path.display().to_string(), &DatabaseConfig::default())
-            .await
-            .expect("store")
+        SqliteStore::open(
+            &path.display().to_string(),
+            &DatabaseConfig::default(),
+            Access::Write,
+        )
+        .await
+        .expect("store")
     }
 
     /// Makes the database refuse events of the model `poison`, as a failing disk would: for
@@ -233,6 +253,9 @@ impl EventStore for SqliteStore {
         if !self.writer.is_running() {
             return Err(StoreError::WriterStopped);
         }
+        if self.writer.storage_full() {
+            return Err(StoreError::StorageFull);
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -240,5 +263,6 @@ impl EventStore for SqliteStore {
     async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+        self.lock.lock().take();
     }
 }

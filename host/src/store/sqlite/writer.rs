@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use super::PRUNED_THROUGH;
-use crate::event::{NewEvent, json_string_list};
+use crate::event::{DedupeKey, EventKind, NewEvent, json_string_list};
 use crate::positions::{DeviceKey, DeviceState};
 use crate::store::{Appended, BatchResult, PendingAppend, StoreError};
 
@@ -59,6 +59,38 @@ pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     /// Cleared when the thread ends, however it ends.
     running: Arc<AtomicBool>,
+    /// Set while the disk is full: from an append that found it so until one succeeds.
+    full: Arc<AtomicBool>,
+}
+
+/// Whether the disk is full, as the last append found it. It is said once in the log when it
+/// fills and once when it has room again, not for every append it refuses. Appends alone
+/// decide: on a nearly full disk a small write (a device position) may pass where an append
+/// does not, and what matters to sources is whether their events are taken.
+struct Space(Arc<AtomicBool>);
+
+impl Space {
+    /// What an append came to: done, or refused with this error.
+    fn note(&self, result: Result<(), &StoreError>) {
+        match result {
+            Err(e) if e.is_storage_full() => {
+                if !self.0.swap(true, Ordering::SeqCst) {
+                    tracing::error!(
+                        error = %e,
+                        "the database's disk is full: ingest answers 503 storage_full, /readyz \
+                         fails and device positions wait in memory until space is freed; \
+                         nothing acknowledged is lost"
+                    );
+                }
+            }
+            Ok(_) => {
+                if self.0.swap(false, Ordering::SeqCst) {
+                    tracing::info!("the database's disk has room again: writes resumed");
+                }
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Clears the flag when dropped: when the writer thread returns or unwinds.
@@ -78,16 +110,27 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let guard = Running(running.clone());
+        let full = Arc::new(AtomicBool::new(false));
+        let space = Space(full.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &queue, guard))
+            .spawn(move || run(conn, &queue, guard, &space))
             .map_err(|e| StoreError::Setup(format!("cannot start the database writer: {e}")))?;
-        Ok(Writer { jobs, running })
+        Ok(Writer {
+            jobs,
+            running,
+            full,
+        })
     }
 
     /// Whether the thread still takes writes.
     pub(super) fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
+    }
+
+    /// Whether the last append found the disk full (and none has succeeded since).
+    pub(super) fn storage_full(&self) -> bool {
+        self.full.load(Ordering::SeqCst)
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
@@ -149,7 +192,7 @@ fn open(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
+fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running, space: &Space) {
     // The next id to assign, once read: only this thread appends, so it stays true until a
     // transaction fails, when it is read again.
     let mut next_id: Option<i64> = None;
@@ -180,7 +223,7 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running) {
                         Err(_) => break,
                     }
                 }
-                append_merged(&mut conn, &mut next_id, merged);
+                append_merged(&mut conn, &mut next_id, merged, space);
             }
             Job::Prune { through, reply } => {
                 let _ = reply.send(prune(&mut conn, through));
@@ -208,18 +251,30 @@ fn append_merged(
     conn: &mut Connection,
     next_id: &mut Option<i64>,
     merged: Vec<(Vec<Arc<Vec<NewEvent>>>, AppendReply)>,
+    space: &Space,
 ) {
     let all: Vec<&[NewEvent]> = merged
         .iter()
         .flat_map(|(batches, _)| batches.iter().map(|b| b.as_slice()))
         .collect();
-    let mut results = match append(conn, next_id, &all) {
+    let appended = append(conn, next_id, &all);
+    // A batch refused for want of space, when the others committed, counts as a refusal.
+    space.note(match &appended {
+        Err(e) => Err(e),
+        Ok(results) => results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_storage_full()))
+            .map_or(Ok(()), Err),
+    });
+    let mut results = match appended {
         Ok(results) => results,
         Err(e) => {
             // The transaction rolled back, or its commit may have failed after all: read the
             // next id from the database again.
             *next_id = None;
-            tracing::error!(error = %e, events = all.iter().map(|b| b.len()).sum::<usize>(), "appending to the event log failed");
+            if !e.is_storage_full() {
+                tracing::error!(error = %e, events = all.iter().map(|b| b.len()).sum::<usize>(), "appending to the event log failed");
+            }
             let shared = Arc::new(e);
             all.iter()
                 .map(|_| Err(StoreError::Shared(shared.clone())))
@@ -276,6 +331,11 @@ fn append(
                  changed_fields, dedupe_key, received_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?,
+            newest: tx.prepare_cached(
+                "SELECT id, timestamp, kind FROM events WHERE model = ?1 AND record_id = ?2 \
+                 ORDER BY id DESC LIMIT 1",
+            )?,
+            forget_key: tx.prepare_cached("UPDATE events SET dedupe_key = NULL WHERE id = ?1")?,
         };
         let mut savepoint = tx.prepare_cached("SAVEPOINT batch")?;
         let mut release = tx.prepare_cached("RELEASE batch")?;
@@ -310,6 +370,10 @@ fn append(
 struct Statements<'c> {
     lookup: rusqlite::CachedStatement<'c>,
     insert: rusqlite::CachedStatement<'c>,
+    /// A record's newest event: its id, timestamp and kind.
+    newest: rusqlite::CachedStatement<'c>,
+    /// Takes the key from an event whose version is stored again as a newer event.
+    forget_key: rusqlite::CachedStatement<'c>,
 }
 
 /// One batch, appended: its answers, the next free id, and the keys it stored.
@@ -329,7 +393,8 @@ fn append_batch<'e>(
     // Keys stored by this batch's earlier events.
     let mut keys: HashMap<&str, i64> = HashMap::new();
     for event in batch {
-        if let Some(key) = event.dedupe_key.as_deref() {
+        if let Some(dedupe) = &event.dedupe_key {
+            let key = dedupe.as_str();
             let known = match stored_here.get(key).or_else(|| keys.get(key)) {
                 Some(&id) => Some(id),
                 None => statements
@@ -338,11 +403,15 @@ fn append_batch<'e>(
                     .optional()?,
             };
             if let Some(id) = known {
-                answers.push(Appended {
-                    id,
-                    duplicate: true,
-                });
-                continue;
+                if is_duplicate(statements, dedupe, id, event)? {
+                    answers.push(Appended {
+                        id,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                // The record changed back to this version: the key moves to the new event.
+                statements.forget_key.execute([id])?;
             }
             keys.insert(key, next);
         }
@@ -355,7 +424,7 @@ fn append_batch<'e>(
             event.timestamp,
             event.payload,
             changed_fields,
-            event.dedupe_key,
+            event.dedupe_key.as_ref().map(DedupeKey::as_str),
             event.received_at,
         ])?;
         answers.push(Appended {
@@ -369,6 +438,52 @@ fn append_batch<'e>(
         next,
         keys,
     })
+}
+
+/// Whether `event`, whose key the log holds at event `stored`, is a duplicate of it (see
+/// [`DedupeKey`]). A record version is a duplicate while `stored` is the record's newest event,
+/// or when the newest is from a later time, or is the record's deletion (an old post arriving
+/// late); after a newer change from the same moment, the record changed back to it.
+fn is_duplicate(
+    statements: &mut Statements<'_>,
+    dedupe: &DedupeKey,
+    stored: i64,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
+    if let DedupeKey::Event(_) = dedupe {
+        return Ok(true);
+    }
+    let newest = statements
+        .newest
+        .query_row(params![event.model, event.record_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(match newest {
+        None => true,
+        Some((newest, _, _)) if newest == stored => true,
+        // Nothing changes a record after its deletion: a version from up to the deletion's
+        // time (Odoo's deletion carries the last write_date) is an old one arriving late.
+        Some((_, time, kind)) if kind == EventKind::Unlink.as_str() => {
+            !is_later(&event.timestamp, &time)
+        }
+        Some((_, time, _)) => is_later(&time, &event.timestamp),
+    })
+}
+
+/// Whether RFC 3339 time `a` is after `b`; false when either does not read as one.
+fn is_later(a: &str, b: &str) -> bool {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
+    }
 }
 
 fn prune(conn: &mut Connection, through: i64) -> Result<u64, StoreError> {
@@ -530,6 +645,82 @@ mod tests {
         let next = store.append(vec![Arc::new(vec![event("d", None)])]).await;
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].as_ref().expect("appended"), &[fresh(3)]);
+        store.close().await;
+    }
+
+    /// A write of record 7 of `sale.order` at `time`, keyed as the record's version `version`.
+    fn version(version: &str, time: &str) -> NewEvent {
+        NewEvent {
+            record_id: 7,
+            timestamp: time.into(),
+            dedupe_key: Some(DedupeKey::Version(version.into())),
+            ..NewEvent::test_write("sale.order", None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_version_is_a_duplicate_while_it_is_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_refusing_poison(&dir).await;
+        let t = "2024-01-15T10:30:00Z";
+        let later = "2024-01-15T10:31:00Z";
+        // In one transaction: A, a retry of A, B, A again (the record changed back within the
+        // same second), a retry of that.
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![version("A", t)],
+                vec![version("A", t)],
+                vec![version("B", t), version("A", t)],
+                vec![version("A", t)],
+            ],
+        )
+        .await;
+        let answers: Vec<Vec<Appended>> =
+            answers.into_iter().map(|a| a.expect("appended")).collect();
+        assert_eq!(
+            answers,
+            [
+                vec![fresh(1)],
+                vec![duplicate(1)],
+                vec![fresh(2), fresh(3)],
+                vec![duplicate(3)],
+            ]
+        );
+        // In later transactions: C from a later time, then B arriving late is a retry; an event
+        // key is never stored twice, whatever came after it.
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![version("C", later)],
+                vec![version("B", t)],
+                vec![event("x", Some("k"))],
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().expect("C"), &[fresh(4)]);
+        assert_eq!(answers[1].as_ref().expect("late B"), &[duplicate(2)]);
+        assert_eq!(answers[2].as_ref().expect("k"), &[fresh(5)]);
+        let answers = append_queued_together(
+            &store,
+            vec![vec![event("x", None)], vec![event("x", Some("k"))]],
+        )
+        .await;
+        assert_eq!(answers[1].as_ref().expect("k again"), &[duplicate(5)]);
+        // After the record's deletion, a version from up to the deletion's time is an old one.
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![NewEvent {
+                    kind: EventKind::Unlink,
+                    ..version("D", later)
+                }],
+                vec![version("C", later)],
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().expect("deletion"), &[fresh(7)]);
+        assert_eq!(answers[1].as_ref().expect("C after it"), &[duplicate(4)]);
         store.close().await;
     }
 
