@@ -9,7 +9,9 @@ the same as for Rust plugins (see ../README.md): return the events the device sh
 in input order, each at most once; payloads and data are JSON objects as text.
 
 This one sends orders and customers, keeps only the caller's own orders when the config says
-`only_own_orders = true`, and tells the client which language it wrote the event in.
+`only_own_orders = true`, and tells the client which language it wrote the event in. Its filter
+applies to deletions too (see "Deletions" in ../README.md): another salesperson's deleted order is
+not sent, and a deletion that does not say whose order it was is sent without its payload.
 """
 
 import json
@@ -42,16 +44,42 @@ class WitWorld(wit_world.WitWorld):
         for event in events:
             if event.model not in MODELS:
                 continue
-            if only_own and event.model == "sale.order" and event.kind != types.EventKind.UNLINK:
-                payload = json.loads(event.payload) if event.payload else {}
-                # Odoo sends many2one fields as bare ids, and False when empty.
-                if payload.get("user_id") != ctx.user_id:
+            payload = types.PayloadChange_Keep()
+            if only_own and event.model == "sale.order":
+                owner = salesperson(event.payload)
+                if owner is None:
+                    # The payload does not say whose order it is. A create or write is not sent
+                    # to everyone; a deletion is (a device may hold the order), without values.
+                    if event.kind != types.EventKind.UNLINK:
+                        continue
+                    payload = types.PayloadChange_Drop()
+                elif owner != ctx.user_id:
                     continue
             shaped.append(
                 types.ShapedEvent(
                     id=event.id,
-                    payload=types.PayloadChange_Keep(),
+                    payload=payload,
                     data=json.dumps({"written_in": "python"}),
                 )
             )
         return shaped
+
+
+def salesperson(payload):
+    """The order's `user_id` in a payload, or None when it names none.
+
+    Odoo sends many2one fields as bare ids (or `[id, name]` when read with names), and False
+    when empty.
+    """
+    try:
+        fields = json.loads(payload) if payload else None
+    except ValueError:
+        return None
+    if not isinstance(fields, dict):
+        return None
+    user = fields.get("user_id")
+    if isinstance(user, list) and user:
+        user = user[0]
+    if isinstance(user, bool) or not isinstance(user, int):
+        return None
+    return user

@@ -57,6 +57,18 @@ impl<'a> Payload<'a> {
             .filter(|v| !matches!(v.get(), "false" | "null"))
     }
 
+    /// Whether the payload has `field` at all, `false` and `null` included (which [`raw`] and the
+    /// readers built on it take for absent).
+    ///
+    /// It tells a record whose field is empty (`"company_id": false`: a shared record) from a
+    /// payload that does not say (the source did not send the field), which matters when a
+    /// deletion is judged by its payload.
+    ///
+    /// [`raw`]: Payload::raw
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.iter().any(|(key, _)| key == field)
+    }
+
     /// A field's value, parsed.
     pub fn get(&self, field: &str) -> Option<Value> {
         serde_json::from_str(self.raw(field)?.get()).ok()
@@ -227,6 +239,22 @@ mod tests {
         assert_eq!(payload.str("amount"), None);
         assert_eq!(payload.get("amount"), Some(serde_json::json!(12.5)));
         assert_eq!(payload.get("partner_id"), None);
+    }
+
+    #[test]
+    fn has_tells_an_empty_field_from_a_missing_one() {
+        let payload =
+            Payload::parse(r#"{"company_id": false, "user_id": null, "state": "done", "x": 0}"#)
+                .expect("an object");
+        for field in ["company_id", "user_id", "state", "x"] {
+            assert!(payload.has(field), "{field}");
+        }
+        assert!(!payload.has("partner_id"));
+        assert!(!payload.has("Company_id"));
+        // `raw` reads the empty ones as absent; `has` does not.
+        assert_eq!(payload.raw("company_id").map(RawValue::get), None);
+        assert_eq!(payload.raw("user_id").map(RawValue::get), None);
+        assert!(!Payload::parse("{}").expect("an object").has("company_id"));
     }
 
     #[test]

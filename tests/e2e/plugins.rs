@@ -127,6 +127,50 @@ async fn the_manager_plugin_labels_and_keeps_allowed_companies() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn the_manager_plugin_sends_no_other_companys_deletion() {
+    // User 11 may see company 1 only.
+    let server = TestServer::start_with(|config| {
+        config.auth.sessions.insert(
+            session(11),
+            StaticSession::Full(StaticSessionFull {
+                uid: 11,
+                company_ids: vec![1],
+                lang: None,
+                tz: None,
+            }),
+        );
+    })
+    .await;
+    server
+        .ingest_ok(json!([
+            {"model": "sale.order", "record_id": 1, "event": "unlink",
+             "payload": {"company_id": 2, "name": "X", "amount_total": 5}},
+            {"model": "sale.order", "record_id": 2, "event": "unlink"},
+            {"model": "sale.order", "record_id": 3, "event": "unlink",
+             "payload": {"company_id": 1, "name": "Y", "amount_total": 7}},
+        ]))
+        .await;
+    let answer = server
+        .pull_ok(&session(11), &pull_body(11, "web-11", "manager_app"))
+        .await;
+    assert_eq!(
+        event_ids(&answer),
+        vec![2, 3],
+        "company 2's deletion is not sent: {answer}"
+    );
+    let events = &answer["events"];
+    // A deletion that does not say whose record it was comes without values.
+    assert_eq!(events[0].get("payload"), None, "{answer}");
+    assert_eq!(events[0]["event"], "unlink");
+    assert_eq!(events[0]["data"]["label"], "طلبات البيع");
+    assert_eq!(
+        events[1]["payload"],
+        json!({"company_id": 1, "name": "Y", "amount_total": 7})
+    );
+    server.stop().await;
+}
+
 /// The status of the plugin serving `app_type`, from the admin API.
 async fn plugin_status(server: &TestServer, app_type: &str) -> Value {
     let status = server.admin_plugins().await;

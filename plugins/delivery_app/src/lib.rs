@@ -12,7 +12,9 @@
 //! | `cancel` | `cancelled` |
 //! | any other | the state as it is (`draft`, `waiting`, `confirmed`, ...) |
 //!
-//! An event whose payload has no `state` gets no `data`. Payloads are sent as they are.
+//! An event whose payload has no `state` gets no `data`. Payloads are sent as they are, but for
+//! deletions that the config's filters cannot judge, which are sent with neither payload nor
+//! `data` (see [`Config`]).
 //!
 //! Config (the `[plugins.<name>.config]` table in plugins.toml), every key optional:
 //!
@@ -32,14 +34,22 @@ const PICKING: &str = "stock.picking";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Send only outgoing pickings, those whose payload `picking_type_code` is `"outgoing"`
-    /// (default `false`). A create or write without a payload or without that field is dropped;
-    /// unlinks are always sent, since Odoo may not send a deleted picking's values and a device
-    /// may hold it.
+    /// (default `false`). An event whose payload names another type is dropped, deletions
+    /// included. A create or write without a payload or without that field is dropped too; such
+    /// an unlink is sent without its payload or `data`, unless `only_assigned_to_me` drops it
+    /// (see [`Config::only_assigned_to_me`]).
     pub only_outgoing: bool,
 
     /// Send only the pickings assigned to the pulling user: those whose payload field
-    /// `assignee_field` holds the user's id (default `false`). A create or write without a
-    /// payload or without an assignee is dropped; unlinks are always sent.
+    /// `assignee_field` holds the user's id (default `false`). An event whose payload names
+    /// another assignee is dropped, deletions included: Odoo's "On deletion" webhook may send the
+    /// picking's values as they were, and these are another driver's. A create or write without a
+    /// payload or without an assignee is dropped too.
+    ///
+    /// An unlink that neither filter drops but one of them cannot judge (no payload, a payload
+    /// that is not a JSON object, or the field missing, `false` or unreadable) is sent, since a
+    /// device may hold the picking, but without its payload and without `data`: the status comes
+    /// from the picking's values, which may be someone else's.
     pub only_assigned_to_me: bool,
 
     /// The many2one field of `stock.picking` that names the driver, for `only_assigned_to_me`
@@ -83,16 +93,31 @@ impl Plugin for DeliveryApp {
                 continue;
             }
             let payload = event.payload();
-            if event.kind != EventKind::Unlink {
-                let field = |name: &str| payload.as_ref().and_then(|p| p.str(name));
-                if config.only_outgoing && field("picking_type_code").as_deref() != Some("outgoing")
-                {
-                    continue;
-                }
+            let mut scope = Scope::Mine;
+            if config.only_outgoing {
+                let code = payload.as_ref().and_then(|p| p.str("picking_type_code"));
+                scope = scope.and(match code.as_deref() {
+                    Some("outgoing") => Scope::Mine,
+                    Some(_) => Scope::NotMine,
+                    None => Scope::Unknown,
+                });
+            }
+            if config.only_assigned_to_me {
                 let assignee = payload.as_ref().and_then(|p| p.id(&config.assignee_field));
-                if config.only_assigned_to_me && assignee != Some(ctx.user_id) {
+                scope = scope.and(match assignee {
+                    Some(user) if user == ctx.user_id => Scope::Mine,
+                    Some(_) => Scope::NotMine,
+                    None => Scope::Unknown,
+                });
+            }
+            match (scope, event.kind) {
+                (Scope::Mine, _) => {}
+                (Scope::Unknown, EventKind::Unlink) => {
+                    // Delivered, with nothing of the picking.
+                    shaped.push(ShapedEvent::keep(event).with_payload(None));
                     continue;
                 }
+                _ => continue,
             }
 
             let status = payload
@@ -106,6 +131,28 @@ impl Plugin for DeliveryApp {
             });
         }
         Ok(shaped)
+    }
+}
+
+/// Whether an event's picking is among those the caller receives, by its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// It is, by every filter the config turns on.
+    Mine,
+    /// A filter says it is not.
+    NotMine,
+    /// No filter says it is not, but one cannot tell.
+    Unknown,
+}
+
+impl Scope {
+    /// Both filters' verdicts together.
+    fn and(self, other: Scope) -> Scope {
+        match (self, other) {
+            (Scope::NotMine, _) | (_, Scope::NotMine) => Scope::NotMine,
+            (Scope::Unknown, _) | (_, Scope::Unknown) => Scope::Unknown,
+            (Scope::Mine, Scope::Mine) => Scope::Mine,
+        }
     }
 }
 

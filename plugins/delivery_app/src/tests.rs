@@ -135,7 +135,7 @@ fn an_unlink_with_a_state_gets_a_status_too() {
 }
 
 #[test]
-fn only_outgoing_keeps_outgoing_pickings_and_every_unlink() {
+fn only_outgoing_keeps_outgoing_pickings_and_unlinks_of_no_known_type() {
     let events = vec![
         picking(1, EventKind::Create, "outgoing", json!(ME), "draft"),
         picking(2, EventKind::Create, "incoming", json!(ME), "draft"),
@@ -150,11 +150,11 @@ fn only_outgoing_keeps_outgoing_pickings_and_every_unlink() {
         picking(8, EventKind::Unlink, "incoming", json!(OTHER), "cancel"),
     ];
     let shaped = shape(json!({"only_outgoing": true}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 4, 7, 8]);
+    assert_eq!(ids(&shaped), [1, 4, 7]);
 }
 
 #[test]
-fn only_assigned_to_me_keeps_the_users_pickings_and_every_unlink() {
+fn only_assigned_to_me_keeps_the_users_pickings_and_unlinks_of_no_known_assignee() {
     let events = vec![
         picking(1, EventKind::Create, "outgoing", json!(ME), "draft"),
         picking(2, EventKind::Write, "outgoing", json!(OTHER), "assigned"),
@@ -171,7 +171,147 @@ fn only_assigned_to_me_keeps_the_users_pickings_and_every_unlink() {
         picking(7, EventKind::Unlink, "outgoing", json!(OTHER), "cancel"),
     ];
     let shaped = shape(json!({"only_assigned_to_me": true}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 3, 6, 7]);
+    assert_eq!(ids(&shaped), [1, 3, 6]);
+}
+
+/// Deletions as Odoo's "On deletion" webhook may send them: of another type, another driver,
+/// this driver's outgoing delivery, and five that do not say.
+fn deletions() -> Vec<Event> {
+    vec![
+        picking(1, EventKind::Unlink, "incoming", json!(ME), "cancel"),
+        picking(2, EventKind::Unlink, "outgoing", json!(OTHER), "cancel"),
+        picking(
+            3,
+            EventKind::Unlink,
+            "outgoing",
+            json!([ME, "Driver"]),
+            "done",
+        ),
+        event(4, "stock.picking", 9, EventKind::Unlink),
+        with_payload(
+            event(5, "stock.picking", 9, EventKind::Unlink),
+            json!({"id": 9, "name": "WH/OUT/9", "state": "done"}),
+        ),
+        picking(6, EventKind::Unlink, "outgoing", json!(false), "assigned"),
+        with_payload(
+            event(7, "stock.picking", 9, EventKind::Unlink),
+            json!({"id": 9, "picking_type_code": false, "user_id": ME, "state": "done"}),
+        ),
+        with_payload(event(8, "stock.picking", 9, EventKind::Unlink), json!([ME])),
+    ]
+}
+
+#[test]
+fn only_outgoing_does_not_send_the_deletion_of_another_type() {
+    let shaped = shape(json!({"only_outgoing": true}), deletions()).unwrap();
+    assert_eq!(ids(&shaped), [2, 3, 4, 5, 6, 7, 8]);
+    // Outgoing deliveries whole, with their status, whoever drives them.
+    for kept in [&shaped[0], &shaped[1], &shaped[4]] {
+        assert_eq!(kept.payload, PayloadChange::Keep, "{kept:?}");
+    }
+    assert_eq!(data(&shaped[1]), Some(json!({"status": "delivered"})));
+    // The type unknown: nothing of the picking.
+    for unknown in [&shaped[2], &shaped[3], &shaped[5], &shaped[6]] {
+        assert_eq!(unknown.payload, PayloadChange::Drop, "{unknown:?}");
+        assert_eq!(unknown.data, None, "{unknown:?}");
+    }
+}
+
+#[test]
+fn only_assigned_to_me_does_not_send_another_drivers_deletion() {
+    let shaped = shape(json!({"only_assigned_to_me": true}), deletions()).unwrap();
+    assert_eq!(ids(&shaped), [1, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    assert_eq!(data(&shaped[0]), Some(json!({"status": "cancelled"})));
+    assert_eq!(shaped[1].payload, PayloadChange::Keep);
+    assert_eq!(shaped[5].payload, PayloadChange::Keep);
+    // The driver unknown: nothing of the picking, not even its status.
+    for unknown in [&shaped[2], &shaped[3], &shaped[4], &shaped[6]] {
+        assert_eq!(unknown.payload, PayloadChange::Drop, "{unknown:?}");
+        assert_eq!(unknown.data, None, "{unknown:?}");
+    }
+}
+
+#[test]
+fn with_both_filters_a_deletion_either_rules_out_is_not_sent() {
+    let config = json!({"only_outgoing": true, "only_assigned_to_me": true});
+    let mut events = deletions();
+    // Of another type, and of no known driver.
+    events.push(picking(
+        9,
+        EventKind::Unlink,
+        "internal",
+        json!(false),
+        "done",
+    ));
+    let shaped = shape(config, events).unwrap();
+    assert_eq!(ids(&shaped), [3, 4, 5, 6, 7, 8]);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    assert_eq!(data(&shaped[0]), Some(json!({"status": "delivered"})));
+    for unknown in &shaped[1..] {
+        assert_eq!(unknown.payload, PayloadChange::Drop, "{unknown:?}");
+        assert_eq!(unknown.data, None, "{unknown:?}");
+    }
+}
+
+#[test]
+fn the_assignee_field_judges_deletions_too() {
+    let driver = |id: i64, driver: Value| {
+        with_payload(
+            event(id, "stock.picking", 9, EventKind::Unlink),
+            json!({"id": 9, "user_id": ME, "x_driver_id": driver, "state": "done"}),
+        )
+    };
+    let events = vec![
+        driver(1, json!(ME)),
+        driver(2, json!(OTHER)),
+        driver(3, json!(false)),
+    ];
+    let config = json!({"only_assigned_to_me": true, "assignee_field": "x_driver_id"});
+    let shaped = shape(config, events).unwrap();
+    assert_eq!(ids(&shaped), [1, 3]);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    assert_eq!(shaped[1].payload, PayloadChange::Drop);
+}
+
+#[test]
+fn without_filters_every_deletion_is_sent_as_it_is() {
+    let shaped = shape(json!({}), deletions()).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert!(shaped.iter().all(|e| e.payload == PayloadChange::Keep));
+    assert_eq!(data(&shaped[1]), Some(json!({"status": "cancelled"})));
+}
+
+#[test]
+fn deletions_reach_no_further_than_creates() {
+    let mut events = deletions();
+    events.extend([
+        picking(11, EventKind::Create, "outgoing", json!(ME), "draft"),
+        picking(12, EventKind::Write, "incoming", json!(ME), "assigned"),
+        picking(13, EventKind::Write, "outgoing", json!(OTHER), "done"),
+        picking(14, EventKind::Write, "outgoing", json!(false), "assigned"),
+        with_payload(
+            event(15, "stock.picking", 9, EventKind::Write),
+            json!({"id": 9, "name": "WH/OUT/9", "state": "done", "x_driver_id": OTHER}),
+        ),
+        picking(16, EventKind::Write, "internal", json!(false), "cancel"),
+        with_payload(
+            event(17, "stock.picking", 9, EventKind::Create),
+            json!({"id": 9, "picking_type_code": "outgoing", "x_driver_id": ME, "state": "draft"}),
+        ),
+    ]);
+    for config in [
+        json!({}),
+        json!({"only_outgoing": true}),
+        json!({"only_assigned_to_me": true}),
+        json!({"only_outgoing": true, "only_assigned_to_me": true}),
+        json!({"only_assigned_to_me": true, "assignee_field": "x_driver_id"}),
+    ] {
+        smartsync_sdk::testing::check_deletions_scoped::<DeliveryApp>(
+            &with_config(context(ME), config),
+            &events,
+        );
+    }
 }
 
 #[test]
@@ -240,6 +380,9 @@ fn answers_are_reusable_as_declared() {
         picking(3, EventKind::Write, "outgoing", json!(false), "cancel"),
         picking(4, EventKind::Unlink, "outgoing", json!(OTHER), "draft"),
         event(5, "sale.order", 50, EventKind::Create),
+        picking(6, EventKind::Unlink, "outgoing", json!(ME), "done"),
+        picking(7, EventKind::Unlink, "outgoing", json!(false), "done"),
+        event(8, "stock.picking", 80, EventKind::Unlink),
     ];
     for config in [
         json!({}),

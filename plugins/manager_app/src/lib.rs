@@ -56,11 +56,17 @@ pub struct Config {
 
     /// Keep out the records of companies the manager may not see (default `true`).
     ///
-    /// A create or write whose payload has a `company_id` is kept only when that company is
-    /// among the user's allowed companies (`Context::company_ids`). Events without a payload or
-    /// without a company (`false`, shared records such as many products and customers) are kept,
-    /// and so are all unlinks: Odoo may not send a deleted record's values, and a device may hold
-    /// it.
+    /// An event whose payload has a `company_id` is kept only when that company is among the
+    /// user's allowed companies (`Context::company_ids`), deletions included: Odoo's "On
+    /// deletion" webhook may send the record's values as they were, and they are another company's
+    /// as much as a write's. A record without a company (`"company_id": false`, shared records
+    /// such as many products and customers) is everyone's, and its events are kept whole.
+    ///
+    /// A create or write whose payload does not name a company (no payload, or no `company_id`
+    /// in it) is kept as it is. An unlink that does not say whose record it was (no payload, a
+    /// payload that is not a JSON object, no `company_id` in it, or one that is not an id) is
+    /// kept too, since a device may hold the record, but without its payload: its `data` (the
+    /// model's label) says nothing of the record.
     pub filter_companies: bool,
 }
 
@@ -113,23 +119,62 @@ impl Plugin for ManagerApp {
             if !MODELS.contains(&event.model.as_str()) {
                 continue;
             }
-            if config.filter_companies && event.kind != EventKind::Unlink {
-                let company = event.payload().and_then(|p| p.id("company_id"));
-                if company.is_some_and(|c| !ctx.company_ids.contains(&c)) {
-                    continue;
-                }
-            }
+            let scope = if config.filter_companies {
+                company_scope(&event, &ctx.company_ids)
+            } else {
+                Scope::Allowed
+            };
+            let payload_kept = match (scope, event.kind) {
+                (Scope::Forbidden, _) => continue,
+                (Scope::Unknown, EventKind::Unlink) => false,
+                _ => true,
+            };
 
             let label = config
                 .labels
                 .get(&event.model)
                 .filter(|label| !label.is_empty());
+            let mut event = ShapedEvent::keep(event);
+            if !payload_kept {
+                event = event.with_payload(None);
+            }
             shaped.push(match label {
-                Some(label) => ShapedEvent::keep(event).with_data(json!({ "label": label })),
-                None => ShapedEvent::keep(event),
+                Some(label) => event.with_data(json!({ "label": label })),
+                None => event,
             });
         }
         Ok(shaped)
+    }
+}
+
+/// Where an event's record stands with respect to the caller's companies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Of one of the caller's companies, or of none (a shared record).
+    Allowed,
+    /// Of another company.
+    Forbidden,
+    /// The payload does not say.
+    Unknown,
+}
+
+/// Where `event`'s record stands for a caller of `companies`, by its payload's `company_id`.
+fn company_scope(event: &Event, companies: &[i64]) -> Scope {
+    let Some(payload) = event.payload() else {
+        return Scope::Unknown;
+    };
+    if payload.raw("company_id").is_none() {
+        // `false` (or `null`): a shared record; no key at all: the payload does not say.
+        return if payload.has("company_id") {
+            Scope::Allowed
+        } else {
+            Scope::Unknown
+        };
+    }
+    match payload.id("company_id") {
+        Some(company) if companies.contains(&company) => Scope::Allowed,
+        Some(_) => Scope::Forbidden,
+        None => Scope::Unknown,
     }
 }
 

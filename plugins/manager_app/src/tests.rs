@@ -93,7 +93,7 @@ fn payloads_pass_through_and_other_models_are_dropped() {
     let events = vec![
         in_company(1, "account.move", EventKind::Write, json!(1)),
         event(2, "mrp.production", 7, EventKind::Create),
-        event(3, "hr.expense", 7, EventKind::Unlink),
+        in_company(3, "hr.expense", EventKind::Unlink, json!(1)),
     ];
     let shaped = shape(json!({}), events.clone()).unwrap();
     assert_eq!(ids(&shaped), [1, 3]);
@@ -124,7 +124,7 @@ fn the_admins_labels_are_merged_over_the_defaults() {
 }
 
 #[test]
-fn filter_companies_keeps_allowed_and_shared_records_and_every_unlink() {
+fn filter_companies_keeps_allowed_and_shared_records_and_unlinks_of_no_known_company() {
     let events = vec![
         in_company(1, "sale.order", EventKind::Create, json!(1)),
         in_company(2, "sale.order", EventKind::Create, json!(2)),
@@ -138,11 +138,12 @@ fn filter_companies_keeps_allowed_and_shared_records_and_every_unlink() {
         event(7, "stock.picking", 7, EventKind::Write),
         in_company(8, "hr.expense", EventKind::Unlink, json!(2)),
         event(9, "hr.expense", 7, EventKind::Unlink),
+        in_company(10, "hr.expense", EventKind::Unlink, json!(3)),
     ];
     let shaped = shape(json!({}), events.clone()).unwrap();
-    assert_eq!(ids(&shaped), [1, 3, 5, 6, 7, 8, 9]);
+    assert_eq!(ids(&shaped), [1, 3, 5, 6, 7, 9, 10]);
     let shaped = shape(json!({"filter_companies": true}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 3, 5, 6, 7, 8, 9]);
+    assert_eq!(ids(&shaped), [1, 3, 5, 6, 7, 9, 10]);
 }
 
 #[test]
@@ -150,9 +151,119 @@ fn filter_companies_false_keeps_every_company() {
     let events = vec![
         in_company(1, "sale.order", EventKind::Create, json!(1)),
         in_company(2, "sale.order", EventKind::Create, json!(2)),
+        in_company(3, "sale.order", EventKind::Unlink, json!(2)),
+        with_payload(
+            event(4, "sale.order", 7, EventKind::Unlink),
+            json!({"id": 7, "name": "X"}),
+        ),
     ];
     let shaped = shape(json!({"filter_companies": false}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 2]);
+    assert_eq!(ids(&shaped), [1, 2, 3, 4]);
+    assert!(shaped.iter().all(|e| e.payload == PayloadChange::Keep));
+}
+
+/// A manager whose only company is 1.
+fn manager_of_company_1() -> Context {
+    let mut ctx = with_config(manager(), json!({}));
+    ctx.company_ids = vec![1];
+    ctx
+}
+
+#[test]
+fn another_companys_deletion_is_not_sent() {
+    // The record of company 2 as Odoo's "On deletion" webhook sends it.
+    let events = vec![
+        with_payload(
+            event(1, "sale.order", 1, EventKind::Unlink),
+            json!({"company_id": 2, "name": "X", "amount_total": 5}),
+        ),
+        with_payload(
+            event(2, "account.move", 2, EventKind::Unlink),
+            json!({"id": 2, "company_id": [2, "Other Co"], "name": "INV/2"}),
+        ),
+    ];
+    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    assert!(shaped.is_empty(), "{shaped:?}");
+}
+
+#[test]
+fn a_deletion_that_does_not_say_its_company_is_sent_without_its_payload() {
+    let events = vec![
+        event(1, "sale.order", 1, EventKind::Unlink),
+        with_payload(
+            event(2, "sale.order", 2, EventKind::Unlink),
+            json!({"name": "X", "amount_total": 5}),
+        ),
+        with_payload(
+            event(3, "sale.order", 3, EventKind::Unlink),
+            json!([2, "X"]),
+        ),
+        with_payload(
+            event(4, "sale.order", 4, EventKind::Unlink),
+            json!({"company_id": "two", "name": "X"}),
+        ),
+    ];
+    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3, 4]);
+    for deleted in &shaped {
+        assert_eq!(deleted.payload, PayloadChange::Drop, "{deleted:?}");
+        // The label tells the model, nothing of the record.
+        assert_eq!(label(deleted).as_deref(), Some("طلبات البيع"));
+    }
+}
+
+#[test]
+fn a_deletion_of_an_allowed_or_shared_record_keeps_its_payload() {
+    let events = vec![
+        in_company(1, "sale.order", EventKind::Unlink, json!(1)),
+        in_company(2, "sale.order", EventKind::Unlink, json!([1, "My Co"])),
+        in_company(3, "res.partner", EventKind::Unlink, json!(false)),
+        in_company(4, "res.partner", EventKind::Unlink, json!(null)),
+    ];
+    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    assert_eq!(ids(&shaped), [1, 2, 3, 4]);
+    assert!(shaped.iter().all(|e| e.payload == PayloadChange::Keep));
+    assert_eq!(label(&shaped[2]).as_deref(), Some("العملاء"));
+}
+
+#[test]
+fn deletions_reach_no_further_than_creates() {
+    let events = vec![
+        in_company(1, "sale.order", EventKind::Create, json!(1)),
+        in_company(2, "sale.order", EventKind::Write, json!(2)),
+        in_company(3, "account.move", EventKind::Write, json!([2, "Other Co"])),
+        in_company(4, "res.partner", EventKind::Write, json!(false)),
+        with_payload(
+            event(5, "res.partner", 5, EventKind::Write),
+            json!({"id": 5, "name": "No company"}),
+        ),
+        in_company(6, "sale.order", EventKind::Unlink, json!(1)),
+        in_company(7, "hr.expense", EventKind::Unlink, json!(2)),
+        in_company(8, "hr.expense", EventKind::Unlink, json!(false)),
+        with_payload(
+            event(9, "hr.expense", 9, EventKind::Unlink),
+            json!({"id": 9, "name": "Taxi"}),
+        ),
+        event(10, "stock.picking", 10, EventKind::Unlink),
+        in_company(11, "crm.lead", EventKind::Write, json!(2)),
+    ];
+    let no_companies = {
+        let mut ctx = manager();
+        ctx.company_ids.clear();
+        ctx
+    };
+    for ctx in [manager(), manager_of_company_1(), no_companies] {
+        for config in [
+            json!({}),
+            json!({"filter_companies": true, "labels": {"hr.expense": ""}}),
+            json!({"filter_companies": false}),
+        ] {
+            smartsync_sdk::testing::check_deletions_scoped::<ManagerApp>(
+                &with_config(ctx.clone(), config),
+                &events,
+            );
+        }
+    }
 }
 
 #[test]
@@ -198,6 +309,8 @@ fn answers_are_reusable_as_declared() {
         in_company(4, "hr.expense", EventKind::Unlink, json!(2)),
         in_company(5, "product.template", EventKind::Create, json!(3)),
         event(6, "crm.lead", 60, EventKind::Create),
+        in_company(7, "hr.expense", EventKind::Unlink, json!(1)),
+        event(8, "sale.order", 80, EventKind::Unlink),
     ];
     for config in [
         json!({}),

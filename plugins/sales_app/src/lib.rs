@@ -26,17 +26,22 @@ pub struct Config {
     /// Send each salesperson only their own orders (default `false`).
     ///
     /// A `sale.order` event is kept when its payload's `user_id` (the salesperson) is the pulling
-    /// user. An order event whose payload is missing, or names no salesperson, is kept only when
-    /// it is an unlink: Odoo often sends a deletion without the record's values, and a deletion
-    /// must still reach the devices that may hold the order, while a create or write that cannot
-    /// be attributed is not sent to everyone. An unlink whose payload names another salesperson
-    /// is dropped like any other of their events. Customers and products are not filtered.
+    /// user, and dropped when it names another salesperson, deletions included: Odoo's "On
+    /// deletion" webhook may send the order's values as they were, and another salesperson's
+    /// order is not sent to this one, deleted or not.
+    ///
+    /// A create or write that names no salesperson (no payload, a payload that is not a JSON
+    /// object, or a `user_id` that is missing, `false` or not an id) is dropped: it is not sent
+    /// to everyone. Such an unlink is kept, since a device may hold the order, but without its
+    /// payload, so that it carries nothing of an order that may be someone else's. Customers
+    /// and products are not filtered.
     pub only_own_orders: bool,
 
     /// Trim every payload to these fields (default: none, the whole payload is sent).
     ///
-    /// `id` is always kept. An event without a payload stays without one; a payload that is not
-    /// a JSON object cannot be trimmed and is left out rather than sent whole.
+    /// `id` is always kept. An event without a payload stays without one (as does an order's
+    /// deletion that `only_own_orders` sends without it); a payload that is not a JSON object
+    /// cannot be trimmed and is left out rather than sent whole.
     pub fields: Option<Vec<String>>,
 }
 
@@ -75,8 +80,17 @@ impl Plugin for SalesApp {
                 None
             };
 
+            let owner = if filters_owner {
+                owner_scope(payload.as_ref(), ctx.user_id)
+            } else {
+                Owner::Caller
+            };
             let wanted = match event.model.as_str() {
-                ORDER => !filters_owner || is_own_order(&event, payload.as_ref(), ctx.user_id),
+                ORDER => match owner {
+                    Owner::Caller => true,
+                    Owner::Other => false,
+                    Owner::Unknown => event.kind == EventKind::Unlink,
+                },
                 CUSTOMER | PRODUCT => event.kind != EventKind::Unlink,
                 _ => false,
             };
@@ -85,6 +99,8 @@ impl Plugin for SalesApp {
             }
 
             let trimmed = match (&fields, payload) {
+                // An unattributed deletion: nothing of the record.
+                _ if owner == Owner::Unknown => Some(None),
                 (None, _) => None,
                 (Some(fields), Some(mut payload)) => {
                     payload.retain(fields);
@@ -101,11 +117,23 @@ impl Plugin for SalesApp {
     }
 }
 
-/// Whether the order event belongs in `user_id`'s feed under `only_own_orders`.
-fn is_own_order(event: &Event, payload: Option<&Payload>, user_id: i64) -> bool {
+/// Whose order an event's payload says it is, for `only_own_orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The pulling user's.
+    Caller,
+    /// Another salesperson's.
+    Other,
+    /// The payload names no salesperson.
+    Unknown,
+}
+
+/// Whose order `payload` (the event's, when it is a JSON object) says it is, for `user_id`.
+fn owner_scope(payload: Option<&Payload>, user_id: i64) -> Owner {
     match payload.and_then(|p| p.id("user_id")) {
-        Some(salesperson) => salesperson == user_id,
-        None => event.kind == EventKind::Unlink,
+        Some(salesperson) if salesperson == user_id => Owner::Caller,
+        Some(_) => Owner::Other,
+        None => Owner::Unknown,
     }
 }
 

@@ -86,7 +86,7 @@ fn only_own_orders_keeps_the_users_orders() {
 }
 
 #[test]
-fn only_own_orders_keeps_unattributed_order_events_only_for_unlink() {
+fn only_own_orders_keeps_unattributed_order_events_only_for_unlink_and_without_payload() {
     let events = vec![
         event(1, "sale.order", 7, EventKind::Create),
         event(2, "sale.order", 7, EventKind::Write),
@@ -107,6 +107,54 @@ fn only_own_orders_keeps_unattributed_order_events_only_for_unlink() {
     ];
     let shaped = shape(json!({"only_own_orders": true}), events).unwrap();
     assert_eq!(ids(&shaped), [3, 5, 7, 9]);
+    assert!(shaped.iter().all(|e| e.payload == PayloadChange::Drop));
+}
+
+#[test]
+fn only_own_orders_does_not_send_another_salespersons_deletion() {
+    let events = vec![
+        with_payload(
+            event(1, "sale.order", 1, EventKind::Unlink),
+            json!({"user_id": OTHER, "name": "X", "amount_total": 5}),
+        ),
+        order(2, EventKind::Unlink, json!([OTHER, "Marc Demo"])),
+    ];
+    let shaped = shape(json!({"only_own_orders": true}), events).unwrap();
+    assert!(shaped.is_empty(), "{shaped:?}");
+}
+
+#[test]
+fn only_own_orders_sends_a_deletion_that_names_no_salesperson_without_its_payload() {
+    let events = vec![
+        event(1, "sale.order", 1, EventKind::Unlink),
+        with_payload(
+            event(2, "sale.order", 2, EventKind::Unlink),
+            json!({"name": "X", "amount_total": 5}),
+        ),
+        order(3, EventKind::Unlink, json!(false)),
+        order(4, EventKind::Unlink, json!(null)),
+    ];
+    for config in [
+        json!({"only_own_orders": true}),
+        json!({"only_own_orders": true, "fields": ["name", "amount_total"]}),
+    ] {
+        let shaped = shape(config, events.clone()).unwrap();
+        assert_eq!(ids(&shaped), [1, 2, 3, 4]);
+        assert!(
+            shaped.iter().all(|e| e.payload == PayloadChange::Drop),
+            "{shaped:?}"
+        );
+    }
+}
+
+#[test]
+fn only_own_orders_sends_the_users_own_deletion_with_its_payload() {
+    let events = vec![order(1, EventKind::Unlink, json!(ME))];
+    let shaped = shape(json!({"only_own_orders": true}), events.clone()).unwrap();
+    assert_eq!(ids(&shaped), [1]);
+    assert_eq!(shaped[0].payload, PayloadChange::Keep);
+    let shaped = shape(json!({"only_own_orders": true, "fields": ["name"]}), events).unwrap();
+    assert_eq!(payload(&shaped[0]), json!({"id": 101, "name": "S00001"}));
 }
 
 #[test]
@@ -128,9 +176,56 @@ fn only_own_orders_false_keeps_everyones_orders() {
     let events = vec![
         order(1, EventKind::Create, json!(OTHER)),
         event(2, "sale.order", 7, EventKind::Write),
+        order(3, EventKind::Unlink, json!(OTHER)),
+        with_payload(
+            event(4, "sale.order", 7, EventKind::Unlink),
+            json!({"id": 7, "name": "S7"}),
+        ),
     ];
     let shaped = shape(json!({"only_own_orders": false}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 2]);
+    assert_eq!(ids(&shaped), [1, 2, 3, 4]);
+    assert!(shaped.iter().all(|e| e.payload == PayloadChange::Keep));
+}
+
+#[test]
+fn deletions_reach_no_further_than_creates() {
+    let events = vec![
+        order(1, EventKind::Create, json!(ME)),
+        order(2, EventKind::Write, json!(OTHER)),
+        order(3, EventKind::Write, json!(false)),
+        with_payload(
+            event(4, "sale.order", 7, EventKind::Write),
+            json!({"id": 7, "name": "S7", "amount_total": 5}),
+        ),
+        with_payload(event(5, "sale.order", 7, EventKind::Write), json!([1, 2])),
+        order(6, EventKind::Unlink, json!(ME)),
+        order(7, EventKind::Unlink, json!([OTHER, "Marc Demo"])),
+        order(8, EventKind::Unlink, json!(null)),
+        with_payload(
+            event(9, "sale.order", 9, EventKind::Unlink),
+            json!({"id": 9, "name": "S9"}),
+        ),
+        event(10, "sale.order", 10, EventKind::Unlink),
+        with_payload(
+            event(11, "res.partner", 11, EventKind::Write),
+            json!({"id": 11, "name": "Azure", "user_id": OTHER}),
+        ),
+        with_payload(
+            event(12, "product.template", 12, EventKind::Unlink),
+            json!({"id": 12, "name": "Desk"}),
+        ),
+    ];
+    for config in [
+        json!({}),
+        json!({"fields": ["name"]}),
+        json!({"only_own_orders": true}),
+        json!({"only_own_orders": true, "fields": ["name", "user_id"]}),
+    ] {
+        smartsync_sdk::testing::check_deletions_scoped::<SalesApp>(
+            &with_config(context(ME), config),
+            &events,
+        );
+    }
 }
 
 #[test]
@@ -232,6 +327,8 @@ fn answers_are_reusable_as_declared() {
         event(4, "res.partner", 40, EventKind::Create),
         event(5, "product.template", 50, EventKind::Unlink),
         event(6, "stock.picking", 60, EventKind::Create),
+        order(7, EventKind::Unlink, json!(OTHER)),
+        order(8, EventKind::Unlink, json!(ME)),
     ];
     for config in [
         json!({}),
