@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub body_timeout_secs: u64,
     /// How long a keep-alive connection stays open waiting for its next request, in seconds.
     pub idle_timeout_secs: u64,
+    /// How long the server waits for a client to take any of an answer it is sending, in
+    /// seconds; a client that reads nothing for longer has its connection closed.
+    pub send_timeout_secs: u64,
     /// Most connections served at once (further ones are answered 503 `too_many_connections`).
     /// Lowered, with a warning, to what the process's open-files limit leaves room for.
     pub max_connections: usize,
@@ -370,6 +373,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 15,
             body_timeout_secs: 30,
             idle_timeout_secs: 90,
+            send_timeout_secs: 60,
             max_connections: 20_000,
             max_connections_per_ip: 0,
         }
@@ -554,6 +558,7 @@ impl Config {
             ),
             ("server.body_timeout_secs", self.server.body_timeout_secs),
             ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            ("server.send_timeout_secs", self.server.send_timeout_secs),
         ] {
             if value == 0 {
                 return Err(format!("`{key}` must be at least 1"));

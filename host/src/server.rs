@@ -73,8 +73,10 @@ pub async fn open_app(config: Config, access: store::Access) -> anyhow::Result<A
             "auth.mode is \"static\": sessions come from the config file, not Odoo. Do not use this in production."
         );
     }
-    let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
+    // The store first: a second server on the same database stops at its lock before it
+    // touches anything beside it, such as generating secrets.toml.
     let store = store::open(&config.database, access).await?;
+    let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
     let log = EventLog::open(
         store.clone(),
         TailLimits {
@@ -131,6 +133,7 @@ fn connection_limits(server: &ServerConfig) -> http::Limits {
             header: secs(server.header_timeout_secs),
             body: secs(server.body_timeout_secs),
             idle: secs(server.idle_timeout_secs),
+            send: secs(server.send_timeout_secs),
         },
         max_connections,
         max_connections_per_ip: server.max_connections_per_ip,

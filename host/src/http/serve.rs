@@ -278,6 +278,7 @@ mod tests {
                 header: Duration::from_secs(30),
                 body: Duration::from_secs(30),
                 idle: Duration::from_secs(30),
+                send: Duration::from_secs(30),
             },
             max_connections,
             max_connections_per_ip,
@@ -360,6 +361,45 @@ mod tests {
         assert_eq!(
             get_body(&mut second, "/quick").await.expect("second"),
             "quick"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_of_an_endless_answer_is_let_go() {
+        let endless = || async {
+            let chunks = futures_util::stream::repeat_with(|| {
+                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))
+            });
+            Body::new(http_body_util::StreamBody::new(chunks))
+        };
+        let router = Router::new().route("/endless", get(endless));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop, stopped) = watch::channel(false);
+        let mut quick_send = limits(100, 0);
+        quick_send.timeouts.send = Duration::from_millis(300);
+        tokio::spawn(serve(listener, router, quick_send, stopped));
+
+        let mut reader = TcpStream::connect(addr).await.expect("connect");
+        reader
+            .write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Reads nothing while the server's writes wait, then finds the connection closed.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut sink = vec![0u8; 1 << 20];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut reader, &mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server still sends to a client that stopped reading"
         );
     }
 

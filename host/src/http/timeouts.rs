@@ -13,7 +13,9 @@
 //!   go.
 //!
 //! While a request is being answered there is no deadline: a long-polling pull or an event
-//! stream holds its connection for as long as the answer takes.
+//! stream holds its connection for as long as the answer takes. What is written must be taken,
+//! though: a client that reads nothing of an answer for `send` (its socket's buffers full, an
+//! event stream nobody reads) has its connection closed.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -37,6 +39,8 @@ pub struct Timeouts {
     pub body: Duration,
     /// The wait for the next request on a keep-alive connection.
     pub idle: Duration,
+    /// How long a write may wait for the client to take what was written before.
+    pub send: Duration,
 }
 
 /// What a connection is doing, as far as its deadlines go.
@@ -100,6 +104,10 @@ pub struct TimedIo<T> {
     activity: Arc<Activity>,
     /// Made at the first read that has to wait, then moved to each new deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Made at the first write that has to wait; runs from the first write that waited since
+    /// the last one that went through.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    write_waiting: bool,
 }
 
 impl<T> TimedIo<T> {
@@ -108,7 +116,37 @@ impl<T> TimedIo<T> {
             inner,
             activity,
             timer: None,
+            write_timer: None,
+            write_waiting: false,
         }
+    }
+
+    /// A write's outcome, failed with [`io::ErrorKind::TimedOut`] once writes have waited for
+    /// longer than the send timeout.
+    fn after_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.write_waiting = false;
+            return result;
+        }
+        let send = self.activity.timeouts.send;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + send)));
+        if !self.write_waiting {
+            self.write_waiting = true;
+            timer.as_mut().reset(Instant::now() + send);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the answer in time",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Whether the deadline has passed; if not, the task is woken when it does.
@@ -156,11 +194,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, result)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.after_write(cx, result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -172,7 +214,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
