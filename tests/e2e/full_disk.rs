@@ -3,8 +3,9 @@
 //!
 //! The disk really fills: the server runs in a mount namespace of its own (`unshare --user
 //! --map-root-user --mount`, which needs no privileges where the kernel allows user namespaces,
-//! as Debian's does), with its database on a 2 MiB tmpfs half taken by a ballast file. The test
-//! frees space by deleting the ballast through `/proc/<pid>/root`.
+//! as Debian's does), with its database on an 80 MiB tmpfs of which a ballast file takes 77. The
+//! test frees space by deleting the ballast through `/proc/<pid>/root`: that is enough for
+//! `/readyz` to see room again without an append (64 MiB free).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,8 +29,8 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
     std::fs::create_dir(&disk).expect("mount point");
     let port = free_port();
     // `sh -c SCRIPT DISK BIN`: mount the small disk, fill half of it, become the server.
-    let script = "mount -t tmpfs -o size=2m tmpfs \"$0\" \
-                  && head -c 1048576 /dev/zero > \"$0/ballast\" \
+    let script = "mount -t tmpfs -o size=80m tmpfs \"$0\" \
+                  && head -c 80740352 /dev/zero > \"$0/ballast\" \
                   && exec \"$1\" serve";
     let mut child = Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
@@ -43,6 +44,7 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
         )
         .env("SMARTSYNC_SECRETS__INGEST_TOKEN", TOKEN)
         .env("SMARTSYNC_RETENTION__MAX_AGE", "0")
+        .env("SMARTSYNC_SERVER__MAX_BODY_BYTES", "16777216")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,8 +68,8 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let ingest = |first: i64| {
-        let events: Vec<Value> = (first..first + 10)
+    let ingest = |first: i64, count: i64| {
+        let events: Vec<Value> = (first..first + count)
             .map(|i| {
                 json!({"model": "res.partner", "record_id": i, "event": "write",
                        "payload": {"comment": "x".repeat(20_000)}})
@@ -79,10 +81,18 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
             .json(&json!({ "events": events }))
             .send()
     };
+    // A batch larger than the free space fills the disk in the middle of its transaction
+    // (SQLite then rolls the whole transaction back); it is refused whole.
+    let too_large = ingest(100_001, 250).await.expect("ingest");
+    assert_eq!(too_large.status(), 503);
+    let answer: Value = too_large.json().await.expect("json");
+    assert_eq!(answer["code"], "storage_full", "{answer}");
+
+    // Small batches fill the disk at their commit.
     let mut acknowledged: Vec<i64> = Vec::new();
     let mut refused = None;
     for batch in 0..100 {
-        let response = ingest(batch * 10 + 1).await.expect("ingest");
+        let response = ingest(batch * 10 + 1, 10).await.expect("ingest");
         if response.status() == 200 {
             let answer: Value = response.json().await.expect("json");
             acknowledged.extend(
@@ -110,7 +120,7 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
         "some events fitted before the disk filled"
     );
     for _ in 0..3 {
-        let again = ingest(10_001).await.expect("ingest");
+        let again = ingest(10_001, 10).await.expect("ingest");
         assert_eq!(again.status(), 503);
     }
     let ready = client
@@ -141,17 +151,18 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
         .collect();
     assert_eq!(served, acknowledged);
 
-    // Space is freed: the same batch is taken, without a restart.
+    // Space is freed: the server is ready again before any append, and the same batch is
+    // taken, without a restart.
     let ballast = format!("/proc/{}/root{}/ballast", child.id(), disk.display());
     std::fs::remove_file(&ballast).expect("delete the ballast");
-    let taken = ingest(10_001).await.expect("ingest");
-    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
     let ready = client
         .get(format!("{base}/readyz"))
         .send()
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
+    let taken = ingest(10_001, 10).await.expect("ingest");
+    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
-use super::timeouts::{Activity, AnswerBody, TimedBody, TimedIo, Timeouts};
+use super::timeouts::{Activity, AnswerBody, Expiry, TimedBody, TimedIo, Timeouts};
 use crate::util::stopped;
 
 /// What one server lets its clients hold.
@@ -224,6 +224,7 @@ async fn serve_connection<S>(
     let activity = Activity::new(timeouts);
     let started = activity.clone();
     let answered = activity.clone();
+    let mut expiry = std::pin::pin!(Expiry::new(activity.clone()));
     let service = TowerToHyperService::new(
         service
             .map_request(move |request: hyper::Request<Incoming>| {
@@ -251,6 +252,11 @@ async fn serve_connection<S>(
             () = stopped(&mut stop), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
+            }
+            () = expiry.as_mut() => {
+                // No request is in progress: nothing is lost by closing it.
+                tracing::trace!("connection stalled before or between requests; closed");
+                return;
             }
         }
     }
@@ -400,6 +406,59 @@ mod tests {
         assert!(
             closed.is_ok(),
             "the server still sends to a client that stopped reading"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_receives_a_large_answer_whole() {
+        const SIZE: usize = 8 << 20;
+        let large = Bytes::from(vec![b'x'; SIZE]);
+        let router = Router::new().route("/large", get(move || async move { large.clone() }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop, stopped) = watch::channel(false);
+        // The answer takes seconds to go out; the idle timeout counts only from then on.
+        let mut quick_idle = limits(100, 0);
+        quick_idle.timeouts.idle = Duration::from_millis(300);
+        tokio::spawn(serve(listener, router, quick_idle, stopped));
+
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(32 * 1024)
+            .expect("small receive buffer");
+        let mut reader = socket.connect(addr).await.expect("connect");
+        reader
+            .write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut received = Vec::with_capacity(SIZE + 1024);
+        let mut buf = vec![0u8; 32 * 1024];
+        let read_all = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+                let body = received
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(0, |at| received.len() - at - 4);
+                if body >= SIZE {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+        .await;
+        assert!(read_all.is_ok(), "reading took too long");
+        let head_end = received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head");
+        assert_eq!(
+            received.len() - head_end - 4,
+            SIZE,
+            "the whole answer arrived"
         );
     }
 

@@ -8,9 +8,12 @@
 //!   an answer, until the request's headers are in (`header`);
 //! - **body**: from the headers until the whole body is in (`body`), enforced by [`TimedBody`]
 //!   on the body the handler reads, so that the handler can answer 408;
-//! - **idle**: from an answer until the next request's first byte (`idle`): a keep-alive
-//!   connection that a client polls on every 10 to 60 seconds stays open, one left unused is let
-//!   go.
+//! - **idle**: from the moment an answer has been written out until the next request's first
+//!   byte (`idle`): a keep-alive connection that a client polls on every 10 to 60 seconds stays
+//!   open, one left unused is let go.
+//!
+//! [`Expiry`] watches the header and idle deadlines beside the connection, which is dropped
+//! when one passes: it does not depend on when hyper happens to read.
 //!
 //! While a request is being answered there is no deadline: a long-polling pull or an event
 //! stream holds its connection for as long as the answer takes. What is written must be taken,
@@ -19,10 +22,11 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -50,15 +54,23 @@ enum Phase {
     Head(Instant),
     /// Waiting for the next request after an answer: closed at the deadline unless a byte comes.
     Idle(Instant),
-    /// A request is being answered: no deadline.
-    Busy,
+    /// A request is being answered: no deadline. `buffered` once hyper holds the whole answer
+    /// (its body is done); the connection is idle once that has been written out.
+    Busy { buffered: bool },
 }
 
-/// The phase of one connection, shared by its reads ([`TimedIo`]) and its requests and answers
-/// ([`Activity::request_started`], [`AnswerBody`]).
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The connection's [`Expiry`], woken when the deadline moves.
+    expiry: Option<Waker>,
+}
+
+/// The phase of one connection, shared by its socket ([`TimedIo`]), its requests and answers
+/// ([`Activity::request_started`], [`AnswerBody`]) and the watch on its deadline ([`Expiry`]).
 #[derive(Debug)]
 pub struct Activity {
-    phase: Mutex<Phase>,
+    state: Mutex<State>,
     timeouts: Timeouts,
 }
 
@@ -66,44 +78,104 @@ impl Activity {
     /// A connection accepted now: its first request's headers are due within `timeouts.header`.
     pub fn new(timeouts: Timeouts) -> Arc<Activity> {
         Arc::new(Activity {
-            phase: Mutex::new(Phase::Head(Instant::now() + timeouts.header)),
+            state: Mutex::new(State {
+                phase: Phase::Head(Instant::now() + timeouts.header),
+                expiry: None,
+            }),
             timeouts,
         })
     }
 
     /// A request's headers are in: its answer has no deadline.
     pub fn request_started(&self) {
-        *self.phase.lock() = Phase::Busy;
+        self.state.lock().phase = Phase::Busy { buffered: false };
     }
 
-    /// The answer is written: the connection waits for its next request.
-    fn answered(&self) {
-        *self.phase.lock() = Phase::Idle(Instant::now() + self.timeouts.idle);
+    /// hyper holds the whole answer; what is left is writing it out.
+    fn answer_buffered(&self) {
+        let mut state = self.state.lock();
+        if let Phase::Busy { .. } = state.phase {
+            state.phase = Phase::Busy { buffered: true };
+        }
+    }
+
+    /// Everything hyper had to write is written: after a whole answer, the connection waits
+    /// for its next request.
+    fn flushed(&self) {
+        let mut state = self.state.lock();
+        if let Phase::Busy { buffered: true } = state.phase {
+            state.phase = Phase::Idle(Instant::now() + self.timeouts.idle);
+            if let Some(expiry) = &state.expiry {
+                expiry.wake_by_ref();
+            }
+        }
     }
 
     /// Bytes arrived: after an idle wait, they begin a request, whose headers are now due.
     fn bytes_arrived(&self) {
-        let mut phase = self.phase.lock();
-        if let Phase::Idle(_) = *phase {
-            *phase = Phase::Head(Instant::now() + self.timeouts.header);
+        let mut state = self.state.lock();
+        if let Phase::Idle(_) = state.phase {
+            state.phase = Phase::Head(Instant::now() + self.timeouts.header);
+            if let Some(expiry) = &state.expiry {
+                expiry.wake_by_ref();
+            }
         }
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        match *self.phase.lock() {
+    /// The deadline now, and `waker` to wake when it moves.
+    fn deadline(&self, waker: &Waker) -> Option<Instant> {
+        let mut state = self.state.lock();
+        if !state.expiry.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.expiry = Some(waker.clone());
+        }
+        match state.phase {
             Phase::Head(deadline) | Phase::Idle(deadline) => Some(deadline),
-            Phase::Busy => None,
+            Phase::Busy { .. } => None,
         }
     }
 }
 
-/// A connection's socket whose reads fail with [`io::ErrorKind::TimedOut`] once the
-/// connection's deadline has passed with nothing to read: hyper then closes the connection.
+/// Resolves once the connection's deadline has passed: it has stalled, and is to be closed.
+/// It follows the deadline as the connection moves from phase to phase.
+pub struct Expiry {
+    activity: Arc<Activity>,
+    /// Made at the first deadline, then moved to each new one.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Expiry {
+    pub fn new(activity: Arc<Activity>) -> Expiry {
+        Expiry {
+            activity,
+            timer: None,
+        }
+    }
+}
+
+impl Future for Expiry {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(deadline) = this.activity.deadline(cx.waker()) else {
+            return Poll::Pending;
+        };
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+}
+
+/// A connection's socket, which tells its [`Activity`] when bytes arrive and when everything
+/// written has gone out, and fails writes with [`io::ErrorKind::TimedOut`] once they have
+/// waited for the client longer than the send timeout.
 pub struct TimedIo<T> {
     inner: T,
     activity: Arc<Activity>,
-    /// Made at the first read that has to wait, then moved to each new deadline.
-    timer: Option<Pin<Box<Sleep>>>,
     /// Made at the first write that has to wait; runs from the first write that waited since
     /// the last one that went through.
     write_timer: Option<Pin<Box<Sleep>>>,
@@ -115,7 +187,6 @@ impl<T> TimedIo<T> {
         TimedIo {
             inner,
             activity,
-            timer: None,
             write_timer: None,
             write_waiting: false,
         }
@@ -148,20 +219,6 @@ impl<T> TimedIo<T> {
         }
         Poll::Pending
     }
-
-    /// Whether the deadline has passed; if not, the task is woken when it does.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.activity.deadline() else {
-            return false;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx).is_ready()
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
@@ -172,19 +229,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.activity.bytes_arrived();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent no complete request in time",
-            ))),
-            other => other,
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            this.activity.bytes_arrived();
         }
+        result
     }
 }
 
@@ -201,7 +252,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // hyper flushes its socket once its own buffer is written out.
         let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            this.activity.flushed();
+        }
         this.after_write(cx, result)
     }
 
@@ -313,8 +368,8 @@ impl HttpBody for TimedBody {
     }
 }
 
-/// An answer's body that tells its connection, when hyper lets go of it (written, or the
-/// connection is gone), that the connection now waits for its next request.
+/// An answer's body that tells its connection, when hyper lets go of it (all of it is in
+/// hyper's buffer, or the connection is gone), that only writing the answer out is left.
 pub struct AnswerBody<B> {
     inner: B,
     activity: Arc<Activity>,
@@ -328,7 +383,7 @@ impl<B> AnswerBody<B> {
 
 impl<B> Drop for AnswerBody<B> {
     fn drop(&mut self) {
-        self.activity.answered();
+        self.activity.answer_buffered();
     }
 }
 

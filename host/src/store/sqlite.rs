@@ -18,6 +18,7 @@ use crate::event::{Event, EventKind, NewEvent};
 use crate::positions::{DeviceKey, DeviceState};
 
 mod lock;
+mod space;
 mod writer;
 use lock::WriterLock;
 use writer::Writer;
@@ -55,7 +56,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Setup(format!("database.synchronous: {e}")))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(access == Access::Write)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
@@ -65,7 +66,12 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        let migrator = sqlx::migrate!("../migrations/sqlite");
+        match access {
+            Access::Write => migrator.run(&pool).await?,
+            // A tool beside a running server leaves the schema to the server.
+            Access::Read => check_schema(&pool, &migrator, path).await?,
+        }
         let writer = Writer::start(Path::new(path), &config.synchronous)?;
         Ok(SqliteStore {
             pool,
@@ -99,6 +105,27 @@ impl SqliteStore {
         .await
         .expect("trigger");
     }
+}
+
+/// Fails unless the database's schema is the one `migrator` brings it to.
+async fn check_schema(
+    pool: &SqlitePool,
+    migrator: &sqlx::migrate::Migrator,
+    path: &str,
+) -> Result<(), StoreError> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let expected: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    if applied != expected {
+        return Err(StoreError::Setup(format!(
+            "the database {path} has schema versions {applied:?}, this smartsync reads {expected:?}: \
+             run `smartsync migrate` (or start the server) with this version first"
+        )));
+    }
+    Ok(())
 }
 
 async fn last_event_id(pool: &SqlitePool) -> Result<i64, StoreError> {

@@ -23,6 +23,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use super::PRUNED_THROUGH;
+use super::space::Space;
 use crate::event::{DedupeKey, EventKind, NewEvent, json_string_list};
 use crate::positions::{DeviceKey, DeviceState};
 use crate::store::{Appended, BatchResult, PendingAppend, StoreError};
@@ -59,38 +60,8 @@ pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     /// Cleared when the thread ends, however it ends.
     running: Arc<AtomicBool>,
-    /// Set while the disk is full: from an append that found it so until one succeeds.
-    full: Arc<AtomicBool>,
-}
-
-/// Whether the disk is full, as the last append found it. It is said once in the log when it
-/// fills and once when it has room again, not for every append it refuses. Appends alone
-/// decide: on a nearly full disk a small write (a device position) may pass where an append
-/// does not, and what matters to sources is whether their events are taken.
-struct Space(Arc<AtomicBool>);
-
-impl Space {
-    /// What an append came to: done, or refused with this error.
-    fn note(&self, result: Result<(), &StoreError>) {
-        match result {
-            Err(e) if e.is_storage_full() => {
-                if !self.0.swap(true, Ordering::SeqCst) {
-                    tracing::error!(
-                        error = %e,
-                        "the database's disk is full: ingest answers 503 storage_full, /readyz \
-                         fails and device positions wait in memory until space is freed; \
-                         nothing acknowledged is lost"
-                    );
-                }
-            }
-            Ok(_) => {
-                if self.0.swap(false, Ordering::SeqCst) {
-                    tracing::info!("the database's disk has room again: writes resumed");
-                }
-            }
-            Err(_) => {}
-        }
-    }
+    /// Whether the disk is full, as appends found it.
+    space: Arc<Space>,
 }
 
 /// Clears the flag when dropped: when the writer thread returns or unwinds.
@@ -110,16 +81,17 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let guard = Running(running.clone());
-        let full = Arc::new(AtomicBool::new(false));
-        let space = Space(full.clone());
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let space = Arc::new(Space::new(dir));
+        let noted = space.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &queue, guard, &space))
+            .spawn(move || run(conn, &queue, guard, &noted))
             .map_err(|e| StoreError::Setup(format!("cannot start the database writer: {e}")))?;
         Ok(Writer {
             jobs,
             running,
-            full,
+            space,
         })
     }
 
@@ -128,9 +100,9 @@ impl Writer {
         self.running.load(Ordering::SeqCst)
     }
 
-    /// Whether the last append found the disk full (and none has succeeded since).
+    /// Whether the disk is full (see [`Space::is_full`]).
     pub(super) fn storage_full(&self) -> bool {
-        self.full.load(Ordering::SeqCst)
+        self.space.is_full()
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
@@ -352,10 +324,13 @@ fn append(
                     results.push(Ok(appended.answers));
                 }
                 Err(e) => {
-                    // Undoes this batch only. If SQLite rolled back the whole transaction
-                    // instead (it may, on I/O errors), the savepoint is gone and this fails,
-                    // failing every batch.
-                    rollback_to.execute([])?;
+                    // Undoes this batch only. SQLite may have rolled back the whole transaction
+                    // instead (it does when the disk fills mid-transaction, and may on I/O
+                    // errors): then the savepoint is gone, and the batch's own error, which
+                    // says why, fails every batch.
+                    if let Err(gone) = rollback_to.execute([]) {
+                        return Err(if tx.is_autocommit() { e } else { gone.into() });
+                    }
                     release.execute([])?;
                     results.push(Err(e));
                 }
@@ -395,7 +370,8 @@ fn append_batch<'e>(
     for event in batch {
         if let Some(dedupe) = &event.dedupe_key {
             let key = dedupe.as_str();
-            let known = match stored_here.get(key).or_else(|| keys.get(key)) {
+            // This batch's keys first: a version it stored again moved its key to a newer id.
+            let known = match keys.get(key).or_else(|| stored_here.get(key)) {
                 Some(&id) => Some(id),
                 None => statements
                     .lookup
@@ -721,6 +697,25 @@ mod tests {
         .await;
         assert_eq!(answers[0].as_ref().expect("deletion"), &[fresh(7)]);
         assert_eq!(answers[1].as_ref().expect("C after it"), &[duplicate(4)]);
+        // A batch that stores again a version an earlier batch of its transaction stored, then
+        // meets it once more, finds it at its new place.
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![version("E", later)],
+                vec![
+                    version("F", later),
+                    version("E", later),
+                    version("E", later),
+                ],
+            ],
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().expect("E"), &[fresh(8)]);
+        assert_eq!(
+            answers[1].as_ref().expect("F, E, E"),
+            &[fresh(9), fresh(10), duplicate(10)]
+        );
         store.close().await;
     }
 
