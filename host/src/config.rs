@@ -380,6 +380,17 @@ impl Default for ServerConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// What the store is opened with.
+    pub fn store_settings(&self) -> crate::store::Settings {
+        crate::store::Settings {
+            url: self.url.clone(),
+            synchronous: self.synchronous.clone(),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {

@@ -119,9 +119,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Migrate => {
-                let store =
-                    smartsync::store::open(&config.database, smartsync::store::Access::Write)
-                        .await?;
+                let store = smartsync::store::open(
+                    &config.database.store_settings(),
+                    smartsync::store::Access::Write,
+                )
+                .await?;
                 let head = store.last_event_id().await?;
                 store.close().await;
                 println!("database is up to date ({head} events so far)");

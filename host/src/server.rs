@@ -75,7 +75,7 @@ pub async fn open_app(config: Config, access: store::Access) -> anyhow::Result<A
     }
     // The store first: a second server on the same database stops at its lock before it
     // touches anything beside it, such as generating secrets.toml.
-    let store = store::open(&config.database, access).await?;
+    let store = store::open(&config.database.store_settings(), access).await?;
     let secrets = secrets::resolve(&config).map_err(anyhow::Error::msg)?;
     let log = EventLog::open(
         store.clone(),

@@ -4,6 +4,8 @@
 //! batches queued with it together. Gathering requests into groups, the in-memory tail and
 //! device slots live above it, in [`crate::log`] and [`crate::positions`].
 
+mod device;
+mod settings;
 mod sqlite;
 
 use std::future::Future;
@@ -12,11 +14,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use device::{DeviceKey, DeviceState};
+pub use settings::Settings;
 pub use sqlite::SqliteStore;
 
-use crate::config::DatabaseConfig;
 use crate::event::{Event, NewEvent};
-use crate::positions::{DeviceKey, DeviceState};
 
 /// What became of one batch of [`EventStore::append`].
 pub type BatchResult = Result<Vec<Appended>, StoreError>;
@@ -150,15 +152,12 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
 }
 
 /// Opens the store named by the URL for `access` and brings its schema up to date.
-pub async fn open(
-    config: &DatabaseConfig,
-    access: Access,
-) -> Result<Arc<dyn EventStore>, StoreError> {
-    match sqlite_path(&config.url) {
-        Some(path) => Ok(Arc::new(SqliteStore::open(path, config, access).await?)),
+pub async fn open(settings: &Settings, access: Access) -> Result<Arc<dyn EventStore>, StoreError> {
+    match sqlite_path(&settings.url) {
+        Some(path) => Ok(Arc::new(SqliteStore::open(path, settings, access).await?)),
         None => Err(StoreError::Setup(format!(
             "unsupported database URL {:?}: expected sqlite://path",
-            config.url
+            settings.url
         ))),
     }
 }

@@ -12,10 +12,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Access, EventStore, PendingAppend, StoreError};
-use crate::config::DatabaseConfig;
+use super::{Access, DeviceKey, DeviceState, EventStore, PendingAppend, Settings, StoreError};
 use crate::event::{Event, EventKind, NewEvent};
-use crate::positions::{DeviceKey, DeviceState};
 
 mod lock;
 mod space;
@@ -38,7 +36,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub async fn open(
         path: &str,
-        config: &DatabaseConfig,
+        settings: &Settings,
         access: Access,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = Path::new(path).parent()
@@ -52,7 +50,7 @@ impl SqliteStore {
             Access::Write => Some(WriterLock::take(Path::new(path))?),
             Access::Read => None,
         };
-        let synchronous = SqliteSynchronous::from_str(&config.synchronous)
+        let synchronous = SqliteSynchronous::from_str(&settings.synchronous)
             .map_err(|e| StoreError::Setup(format!("database.synchronous: {e}")))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -62,7 +60,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(settings.max_connections)
             .min_connections(1)
             .connect_with(options)
             .await?;
@@ -72,7 +70,7 @@ impl SqliteStore {
             // A tool beside a running server leaves the schema to the server.
             Access::Read => check_schema(&pool, &migrator, path).await?,
         }
-        let writer = Writer::start(Path::new(path), &config.synchronous)?;
+        let writer = Writer::start(Path::new(path), &settings.synchronous)?;
         Ok(SqliteStore {
             pool,
             writer,
@@ -86,7 +84,7 @@ impl SqliteStore {
         let path = dir.path().join("log.db");
         SqliteStore::open(
             &path.display().to_string(),
-            &DatabaseConfig::default(),
+            &Settings::default(),
             Access::Write,
         )
         .await

@@ -25,8 +25,7 @@ use tokio::sync::oneshot;
 use super::PRUNED_THROUGH;
 use super::space::Space;
 use crate::event::{DedupeKey, EventKind, NewEvent, json_string_list};
-use crate::positions::{DeviceKey, DeviceState};
-use crate::store::{Appended, BatchResult, PendingAppend, StoreError};
+use crate::store::{Appended, BatchResult, DeviceKey, DeviceState, PendingAppend, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
