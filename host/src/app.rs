@@ -26,7 +26,7 @@ pub struct App {
     pub config: Config,
     pub store: Arc<dyn EventStore>,
     pub log: EventLog,
-    pub positions: Positions,
+    pub positions: Arc<Positions>,
     pub tokens: TokenKey,
     pub auth: Authenticator,
     pub secrets: Secrets,
@@ -59,7 +59,7 @@ impl App {
             })
             .collect();
         App {
-            positions: Positions::new(store.clone()),
+            positions: Arc::new(Positions::new(store.clone())),
             tokens: TokenKey::new(secrets.token_secret.as_bytes()),
             config,
             store,

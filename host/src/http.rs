@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, the layers around them, and request parsing shared by handlers.
 
 mod admin;
+mod delivered;
 mod health;
 mod ingest;
 mod serve;
@@ -31,6 +32,7 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
 
+pub use delivered::OnDelivered;
 pub use serve::{Limits, serve};
 pub use timeouts::Timeouts;
 

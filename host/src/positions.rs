@@ -29,14 +29,15 @@ pub struct Positions {
     dirty: Mutex<HashMap<DeviceKey, DeviceState>>,
 }
 
-/// Exclusive access to one device's position for the length of a pull.
-pub struct DeviceGuard<'a> {
-    positions: &'a Positions,
+/// Exclusive access to one device's position for the length of a pull, until its answer has
+/// been written out (see [`DeviceGuard::commit`]).
+pub struct DeviceGuard {
+    positions: Arc<Positions>,
     key: DeviceKey,
     slot: OwnedMutexGuard<Option<DeviceState>>,
 }
 
-impl DeviceGuard<'_> {
+impl DeviceGuard {
     pub fn key(&self) -> &DeviceKey {
         &self.key
     }
@@ -65,7 +66,7 @@ impl Positions {
     }
 
     /// Locks the device's slot, loading it from the store the first time it is used.
-    pub async fn lock(&self, key: DeviceKey) -> Result<DeviceGuard<'_>, StoreError> {
+    pub async fn lock(self: &Arc<Self>, key: DeviceKey) -> Result<DeviceGuard, StoreError> {
         // A new slot is locked before it is published, so nobody sees it before it is loaded.
         let (existing, fresh_guard) = {
             let mut slots = self.slots.lock();
@@ -99,7 +100,7 @@ impl Positions {
             }
         }
         Ok(DeviceGuard {
-            positions: self,
+            positions: self.clone(),
             key,
             slot: guard,
         })
@@ -202,7 +203,7 @@ mod tests {
         }
     }
 
-    async fn pulled(positions: &Positions, n: i64) {
+    async fn pulled(positions: &Arc<Positions>, n: i64) {
         let device = positions.lock(key(n)).await.expect("lock");
         device.commit(state(n));
     }
@@ -211,7 +212,7 @@ mod tests {
     async fn idle_devices_that_pulled_longest_ago_are_let_go_and_come_back_from_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open_for_test(&dir).await);
-        let positions = Positions::new(store.clone());
+        let positions = Arc::new(Positions::new(store.clone()));
         // Eight devices, pulled in the order of their numbers; all written.
         for n in [3, 1, 4, 8, 5, 2, 7, 6] {
             pulled(&positions, n).await;

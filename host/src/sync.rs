@@ -2,7 +2,9 @@
 //!
 //! A pull reads the log after the device's position (the one the server keeps, or the one in
 //! the `sync_token` the client sent), keeps the events of the app_type's feed, and moves the
-//! position past every event it scanned: those it returns and those the feed does not want.
+//! position past every event it scanned: those it returns and those the feed does not want. It
+//! moves once the answer has been delivered ([`Delivery`]); an event stream moves it as it
+//! sends each batch.
 
 use std::fmt::Write as _;
 
@@ -15,7 +17,7 @@ use crate::event::now_rfc3339;
 use crate::identity::Identity;
 use crate::log::ModelFilter;
 use crate::plugin::{ActivePlugin, AppFeed, CallContext, OnUpgrade, PluginFailure};
-use crate::positions::{DeviceKey, DeviceState};
+use crate::positions::{DeviceGuard, DeviceKey, DeviceState};
 use crate::token::Cursor;
 
 /// Longest device id accepted.
@@ -71,6 +73,24 @@ pub struct PullAnswer {
     pub next_sync_token: String,
     pub has_more: bool,
     pub reset: Option<ResetReason>,
+    /// Where the answer leaves the device, to record once the answer has reached it.
+    pub delivery: Option<Delivery>,
+}
+
+/// A device's new position after a page, held back until the page has been delivered: the
+/// device stays locked meanwhile (a second pull of it waits), and when the answer is lost on
+/// the way (the connection fails before it is written out), dropping this leaves the device
+/// where it was, so that its next pull answers the same events.
+pub struct Delivery {
+    device: DeviceGuard,
+    state: DeviceState,
+}
+
+impl Delivery {
+    /// Records the device's new position.
+    pub fn commit(self) {
+        self.device.commit(self.state);
+    }
 }
 
 impl PullAnswer {
@@ -294,16 +314,19 @@ impl DeviceCursor {
                 Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
                 None => (1, now.clone()),
             };
-            device.commit(DeviceState {
+            let state = DeviceState {
                 position: read.page.scanned_to,
                 sync_count,
                 first_sync_time,
                 last_sync_time: now,
                 feed_epoch: read.feed_epoch,
-            });
-            // From here on the device's kept position is where to read.
+            };
+            // From here on the device's kept position is where to read, once the answer's
+            // delivery is committed.
             self.start = None;
-            return Ok(read.into_answer(app));
+            let mut answer = read.into_answer(app);
+            answer.delivery = Some(Delivery { device, state });
+            return Ok(answer);
         }
     }
 }
@@ -396,6 +419,7 @@ impl FeedRead {
             next_sync_token,
             has_more: self.page.has_more,
             reset: self.reset,
+            delivery: None,
         }
     }
 }

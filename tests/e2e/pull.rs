@@ -406,3 +406,49 @@ async fn coalesce_sends_the_latest_change_of_each_record_and_moves_past_all() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_answer_lost_in_transit_is_answered_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start().await;
+    // 400 orders of 20 KB: an 8 MB answer, more than the sockets' buffers hold.
+    for batch in 0..20 {
+        let events: Vec<Value> = (1..=20)
+            .map(|i| {
+                json!({"model": "sale.order", "record_id": batch * 20 + i, "event": "write",
+                       "payload": {"note": "x".repeat(20_000)}})
+            })
+            .collect();
+        server.ingest_ok(json!(events)).await;
+    }
+    let request = sales("phone", 1000).to_string();
+    let addr = server.base().trim_start_matches("http://").to_string();
+    let mut cut = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    cut.write_all(
+        format!(
+            "POST /api/v2/sync/pull HTTP/1.1\r\nHost: x\r\nX-Session-Id: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+            session(5),
+            request.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    // The phone reads the first 64 KiB of the answer, then loses its connection.
+    let mut first = vec![0u8; 64 * 1024];
+    cut.read_exact(&mut first).await.expect("the answer begins");
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    drop(cut);
+
+    // Its next pull answers the same events, and the one after that nothing: a whole answer
+    // moves the device.
+    let again = server.pull_ok(&session(5), &sales("phone", 1000)).await;
+    assert_eq!(event_ids(&again), (1..=400).collect::<Vec<i64>>());
+    let after = server.pull_ok(&session(5), &sales("phone", 1000)).await;
+    assert_eq!(event_ids(&after), Vec::<i64>::new());
+    server.stop().await;
+}

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
+use super::OnDelivered;
 use super::timeouts::{Activity, AnswerBody, Expiry, TimedBody, TimedIo, Timeouts};
 use crate::util::stopped;
 
@@ -231,8 +232,9 @@ async fn serve_connection<S>(
                 started.request_started();
                 request.map(|body| Body::new(TimedBody::new(body, timeouts.body)))
             })
-            .map_response(move |response: Response| {
-                response.map(|body| AnswerBody::new(body, answered.clone()))
+            .map_response(move |mut response: Response| {
+                let delivered = response.extensions_mut().remove::<OnDelivered>();
+                response.map(|body| AnswerBody::new(body, answered.clone(), delivered))
             }),
     );
     // Upgrades as axum::serve allows them, for a route that may one day answer 101.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{body, identify, json_response, parse_json};
+use super::{OnDelivered, body, identify, json_response, parse_json};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::positions::DeviceKey;
@@ -36,8 +36,16 @@ async fn pull(
     // Header values share the connection's read buffer: a long-polling pull must not keep it.
     drop(headers);
     let request: PullRequest = parse_json(&body(raw)?)?;
-    let answer = sync::pull(&app, &identity, request).await?;
-    Ok(json_response(answer.to_json()))
+    let mut answer = sync::pull(&app, &identity, request).await?;
+    let delivery = answer.delivery.take();
+    let mut response = json_response(answer.to_json());
+    // The device moves past this page once the answer has been written out to it.
+    if let Some(delivery) = delivery {
+        response
+            .extensions_mut()
+            .insert(OnDelivered::new(move || delivery.commit()));
+    }
+    Ok(response)
 }
 
 /// A query parameter that must be there.
@@ -109,7 +117,14 @@ async fn stream(
     let events = futures_util::stream::unfold(Some((app, cursor)), |state| async move {
         let (app, mut cursor) = state?;
         loop {
-            match cursor.next(&app, None).await {
+            let answer = cursor.next(&app, None).await.map(|mut answer| {
+                // A stream's next batch reads from the kept position: it moves now.
+                if let Some(delivery) = answer.delivery.take() {
+                    delivery.commit();
+                }
+                answer
+            });
+            match answer {
                 Ok(answer) if answer.events.is_empty() && answer.reset.is_none() => {
                     if cursor.stopping() {
                         return None;

@@ -59,16 +59,18 @@ enum Phase {
     Busy { buffered: bool },
 }
 
-#[derive(Debug)]
 struct State {
     phase: Phase,
     /// The connection's [`Expiry`], woken when the deadline moves.
     expiry: Option<Waker>,
+    /// What to do once the answer hyper holds has been written out.
+    on_flushed: Option<Work>,
 }
+
+type Work = Box<dyn FnOnce() + Send>;
 
 /// The phase of one connection, shared by its socket ([`TimedIo`]), its requests and answers
 /// ([`Activity::request_started`], [`AnswerBody`]) and the watch on its deadline ([`Expiry`]).
-#[derive(Debug)]
 pub struct Activity {
     state: Mutex<State>,
     timeouts: Timeouts,
@@ -81,6 +83,7 @@ impl Activity {
             state: Mutex::new(State {
                 phase: Phase::Head(Instant::now() + timeouts.header),
                 expiry: None,
+                on_flushed: None,
             }),
             timeouts,
         })
@@ -88,26 +91,36 @@ impl Activity {
 
     /// A request's headers are in: its answer has no deadline.
     pub fn request_started(&self) {
-        self.state.lock().phase = Phase::Busy { buffered: false };
+        let mut state = self.state.lock();
+        state.phase = Phase::Busy { buffered: false };
+        state.on_flushed = None;
     }
 
-    /// hyper holds the whole answer; what is left is writing it out.
-    fn answer_buffered(&self) {
+    /// hyper holds the whole answer; what is left is writing it out, then `on_flushed`.
+    fn answer_buffered(&self, on_flushed: Option<Work>) {
         let mut state = self.state.lock();
         if let Phase::Busy { .. } = state.phase {
             state.phase = Phase::Busy { buffered: true };
+            state.on_flushed = on_flushed;
         }
     }
 
-    /// Everything hyper had to write is written: after a whole answer, the connection waits
-    /// for its next request.
+    /// Everything hyper had to write is written: after a whole answer, its work is done and
+    /// the connection waits for its next request.
     fn flushed(&self) {
-        let mut state = self.state.lock();
-        if let Phase::Busy { buffered: true } = state.phase {
+        let work = {
+            let mut state = self.state.lock();
+            if !matches!(state.phase, Phase::Busy { buffered: true }) {
+                return;
+            }
             state.phase = Phase::Idle(Instant::now() + self.timeouts.idle);
             if let Some(expiry) = &state.expiry {
                 expiry.wake_by_ref();
             }
+            state.on_flushed.take()
+        };
+        if let Some(work) = work {
+            work();
         }
     }
 
@@ -369,21 +382,41 @@ impl HttpBody for TimedBody {
 }
 
 /// An answer's body that tells its connection, when hyper lets go of it (all of it is in
-/// hyper's buffer, or the connection is gone), that only writing the answer out is left.
-pub struct AnswerBody<B> {
+/// hyper's buffer, or the connection is gone), that only writing the answer out is left, and
+/// what to do once it is ([`super::OnDelivered`]): only when the body was given out whole.
+pub struct AnswerBody<B: HttpBody> {
     inner: B,
     activity: Arc<Activity>,
+    on_delivered: Option<Work>,
+    ended: bool,
 }
 
-impl<B> AnswerBody<B> {
-    pub fn new(inner: B, activity: Arc<Activity>) -> AnswerBody<B> {
-        AnswerBody { inner, activity }
+impl<B: HttpBody> AnswerBody<B> {
+    pub fn new(
+        inner: B,
+        activity: Arc<Activity>,
+        on_delivered: Option<super::OnDelivered>,
+    ) -> AnswerBody<B> {
+        AnswerBody {
+            inner,
+            activity,
+            on_delivered: on_delivered.and_then(|d| d.take()),
+            ended: false,
+        }
     }
 }
 
-impl<B> Drop for AnswerBody<B> {
+impl<B: HttpBody> Drop for AnswerBody<B> {
     fn drop(&mut self) {
-        self.activity.answer_buffered();
+        // hyper stops at the end of the stream, or at `is_end_stream`; anything else is an
+        // answer cut short, whose work is dropped undone.
+        let whole = self.ended || self.inner.is_end_stream();
+        let work = if whole {
+            self.on_delivered.take()
+        } else {
+            None
+        };
+        self.activity.answer_buffered(work);
     }
 }
 
@@ -395,7 +428,12 @@ impl<B: HttpBody + Unpin> HttpBody for AnswerBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
