@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smartsync_tests::smartsync_bin;
+use smartsync_tests::{free_port, smartsync_bin};
 
 #[test]
 fn config_example_prints_a_config_that_loads() {
@@ -89,13 +89,6 @@ fn ingest_token(dir: &std::path::Path) -> String {
         .and_then(|l| l.strip_suffix('"'))
         .expect("ingest token")
         .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[tokio::test]

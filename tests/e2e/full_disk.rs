@@ -11,16 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smartsync_tests::smartsync_bin;
+use smartsync_tests::{free_port, smartsync_bin};
 
 const TOKEN: &str = "full-disk-ingest-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 #[tokio::test]
 async fn a_full_disk_refuses_ingest_until_space_is_freed() {

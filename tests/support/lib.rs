@@ -269,6 +269,14 @@ pub fn item(model: &str, record_id: i64, kind: &str) -> Value {
     json!({"model": model, "record_id": record_id, "event": kind})
 }
 
+/// A port on 127.0.0.1 that nothing listens on now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// The `smartsync` binary built beside this test (`cargo build` puts it in the target dir).
 pub fn smartsync_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
