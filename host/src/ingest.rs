@@ -160,14 +160,18 @@ pub fn odoo_webhook_event(
     let timestamp = write_date
         .and_then(normalize_timestamp)
         .unwrap_or_else(|| received_at.clone());
-    let dedupe_key =
-        write_date.map(|w| DedupeKey::Version(odoo_dedupe_key(&model, record_id, kind, w, &body)));
+    let write_date = write_date.map(str::to_owned);
+    // A post with a write_date has at least that field: the payload is there to digest.
+    let payload = (!body.is_empty()).then(|| Value::Object(body).to_string());
+    let dedupe_key = write_date.zip(payload.as_deref()).map(|(w, fields)| {
+        DedupeKey::Version(odoo_dedupe_key(&model, record_id, kind, &w, fields))
+    });
     Ok(NewEvent {
         model,
         record_id,
         kind,
         timestamp,
-        payload: (!body.is_empty()).then(|| Value::Object(body).to_string()),
+        payload,
         changed_fields: None,
         dedupe_key,
         received_at,
@@ -182,53 +186,20 @@ pub fn odoo_webhook_event(
 /// same post, or the same version reaching the server again by another path (another rule, the
 /// keys in another order), has the same fields and the same key and is stored once; a second
 /// change with the same `write_date` differs in some field and is stored as an event of its own.
-/// `fields` are the record's fields, without Odoo's bookkeeping (`_model`, `_id`, `_action`),
-/// which is not part of the version.
+/// `fields` is the payload as the log stores it: the record's fields without Odoo's bookkeeping
+/// (`_model`, `_id`, `_action`), which is not part of the version, written by serde_json, whose
+/// objects keep their keys sorted (the crate's `preserve_order` feature is off), so that the same
+/// fields in another order give the same text.
 pub fn odoo_dedupe_key(
     model: &str,
     record_id: i64,
     kind: EventKind,
     write_date: &str,
-    fields: &Map<String, Value>,
+    fields: &str,
 ) -> String {
-    let mut canonical = String::new();
-    write_canonical(&mut canonical, fields);
-    let digest = Sha256::digest(canonical.as_bytes());
+    let digest = Sha256::digest(fields.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("odoo:{model}:{record_id}:{kind}:{write_date}:{hex}")
-}
-
-/// `object` as JSON with every object's keys in sorted order, whatever order they came in.
-fn write_canonical(out: &mut String, object: &Map<String, Value>) {
-    let mut keys: Vec<&String> = object.keys().collect();
-    keys.sort();
-    out.push('{');
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&Value::String(key.clone()).to_string());
-        out.push(':');
-        write_canonical_value(out, &object[key]);
-    }
-    out.push('}');
-}
-
-fn write_canonical_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(object) => write_canonical(out, object),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical_value(out, item);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smartsync_tests::{free_port, smartsync_bin};
+use smartsync_tests::{free_port, smartsync_bin, stop};
 
 #[test]
 fn config_example_prints_a_config_that_loads() {
@@ -123,13 +123,7 @@ async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
         .expect("json");
     assert_eq!(pull["new_events_count"], 1);
 
-    let pid = child.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let status = child.wait().expect("wait");
+    let status = stop(&mut child);
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     let mut stderr = String::new();
     use std::io::Read;
@@ -167,10 +161,7 @@ async fn serve_on_the_embedded_default_then_stop_on_sigterm() {
         .expect("json");
     assert_eq!(state["last_event_id"], 1);
     assert_eq!(state["sync_count"], 1);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    stop(&mut child);
 }
 
 #[test]
@@ -316,10 +307,7 @@ async fn memory_bombs_are_stopped_and_the_memory_comes_back() {
         after < before + 32 * 1024,
         "RSS grew from {before} KiB to {after} KiB after ten memory bombs"
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    stop(&mut child);
 }
 
 #[tokio::test]
@@ -413,10 +401,7 @@ async fn plugin_replay_shows_what_a_device_would_get_without_moving_it() {
         .expect("run smartsync");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown_app_type"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    stop(&mut child);
 }
 
 /// Waits up to `limit` for `child` to exit; kills it and answers `None` if it did not.
@@ -489,13 +474,7 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
     assert_eq!(pull["new_events_count"], 1, "{pull}");
 
     // Once it has stopped, the database is free again.
-    let _ = Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status();
-    let _ = first.wait();
+    stop(&mut first);
     let mut again = serve(dir.path(), port, Stdio::null()).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &again.id().to_string()])
-        .status();
-    let _ = again.wait();
+    stop(&mut again);
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smartsync_tests::{free_port, smartsync_bin};
+use smartsync_tests::{event_ids, free_port, sigterm, smartsync_bin};
 
 const TOKEN: &str = "full-disk-ingest-token-0123456789";
 
@@ -136,13 +136,7 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
         .json()
         .await
         .expect("json");
-    let served: Vec<i64> = pull["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(served, acknowledged);
+    assert_eq!(event_ids(&pull), acknowledged);
 
     // Space is freed: the server is ready again before any append, and the same batch is
     // taken, without a restart.
@@ -157,9 +151,7 @@ async fn a_full_disk_refuses_ingest_until_space_is_freed() {
     let taken = ingest(10_001, 10).await.expect("ingest");
     assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    sigterm(&child);
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success(), "clean exit: {}", out.status);
     let log = String::from_utf8_lossy(&out.stderr);

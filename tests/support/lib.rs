@@ -269,6 +269,21 @@ pub fn item(model: &str, record_id: i64, kind: &str) -> Value {
     json!({"model": model, "record_id": record_id, "event": kind})
 }
 
+/// Asks a server the test started as a process to stop, as an init system would (SIGTERM).
+pub fn sigterm(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {}", child.id());
+}
+
+/// Stops a server the test started as a process with SIGTERM, and waits for it to exit.
+pub fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
+    sigterm(child);
+    child.wait().expect("wait")
+}
+
 /// A port on 127.0.0.1 that nothing listens on now, for a server the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -272,7 +272,6 @@ mod tests {
     use axum::routing::get;
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
-    use tokio::io::AsyncWriteExt;
     use tokio::sync::Notify;
 
     use super::*;
@@ -312,6 +311,12 @@ mod tests {
         socket.connect(addr).await.expect("connect")
     }
 
+    /// Sends `request` on `stream`, and answers what the server sends until it closes it.
+    async fn ask(stream: &mut TcpStream, request: &[u8]) -> String {
+        stream.write_all(request).await.expect("write");
+        read_to_close(stream).await
+    }
+
     /// What the server sends on `stream` until it closes it.
     async fn read_to_close(stream: &mut TcpStream) -> String {
         let mut received = Vec::new();
@@ -339,11 +344,7 @@ mod tests {
         );
 
         let mut third = TcpStream::connect(addr).await.expect("connect");
-        third
-            .write_all(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let answer = read_to_close(&mut third).await;
+        let answer = ask(&mut third, b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
         assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
         let body = answer.split("\r\n\r\n").nth(1).expect("a body");
@@ -472,19 +473,15 @@ mod tests {
             held.push(connect_from([127, 0, 0, 1], addr).await);
         }
         let mut third = connect_from([127, 0, 0, 1], addr).await;
-        third
-            .write_all(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let answer = read_to_close(&mut third).await;
+        let answer = ask(&mut third, b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
         // Another address is served.
         let mut other = connect_from([127, 0, 0, 2], addr).await;
-        other
-            .write_all(b"GET /quick HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let answer = read_to_close(&mut other).await;
+        let answer = ask(
+            &mut other,
+            b"GET /quick HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     }
 

@@ -47,6 +47,24 @@ pub struct Timeouts {
     pub send: Duration,
 }
 
+/// A sleep made the first time it is needed, then moved to each new deadline: one allocation
+/// per connection or body, however often the deadline moves.
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Ready once `deadline` has passed; until then the task is woken when it does.
+    fn poll_at(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx)
+    }
+}
+
 /// What a connection is doing, as far as its deadlines go.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -152,15 +170,14 @@ impl Activity {
 /// It follows the deadline as the connection moves from phase to phase.
 pub struct Expiry {
     activity: Arc<Activity>,
-    /// Made at the first deadline, then moved to each new one.
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
 }
 
 impl Expiry {
     pub fn new(activity: Arc<Activity>) -> Expiry {
         Expiry {
             activity,
-            timer: None,
+            timer: Timer::default(),
         }
     }
 }
@@ -170,16 +187,10 @@ impl Future for Expiry {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(deadline) = this.activity.deadline(cx.waker()) else {
-            return Poll::Pending;
-        };
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+        match this.activity.deadline(cx.waker()) {
+            Some(deadline) => this.timer.poll_at(deadline, cx),
+            None => Poll::Pending,
         }
-        timer.as_mut().poll(cx)
     }
 }
 
@@ -189,10 +200,10 @@ impl Future for Expiry {
 pub struct TimedIo<T> {
     inner: T,
     activity: Arc<Activity>,
-    /// Made at the first write that has to wait; runs from the first write that waited since
-    /// the last one that went through.
-    write_timer: Option<Pin<Box<Sleep>>>,
-    write_waiting: bool,
+    /// While writes wait: when the client must have taken something, counted from the first
+    /// write that waited since the last one that went through.
+    write_deadline: Option<Instant>,
+    write_timer: Timer,
 }
 
 impl<T> TimedIo<T> {
@@ -200,8 +211,8 @@ impl<T> TimedIo<T> {
         TimedIo {
             inner,
             activity,
-            write_timer: None,
-            write_waiting: false,
+            write_deadline: None,
+            write_timer: Timer::default(),
         }
     }
 
@@ -213,18 +224,14 @@ impl<T> TimedIo<T> {
         result: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         if result.is_ready() {
-            self.write_waiting = false;
+            self.write_deadline = None;
             return result;
         }
         let send = self.activity.timeouts.send;
-        let timer = self
-            .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + send)));
-        if !self.write_waiting {
-            self.write_waiting = true;
-            timer.as_mut().reset(Instant::now() + send);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
+        let deadline = *self
+            .write_deadline
+            .get_or_insert_with(|| Instant::now() + send);
+        if self.write_timer.poll_at(deadline, cx).is_ready() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client took nothing of the answer in time",
@@ -330,8 +337,7 @@ pub struct TimedBody {
     inner: Incoming,
     deadline: Instant,
     after: Duration,
-    /// Made when a read first has to wait.
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
 }
 
 impl TimedBody {
@@ -341,7 +347,7 @@ impl TimedBody {
             inner,
             deadline: Instant::now() + after,
             after,
-            timer: None,
+            timer: Timer::default(),
         }
     }
 }
@@ -357,18 +363,12 @@ impl HttpBody for TimedBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => {
-                let deadline = this.deadline;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(Box::new(BodyTimedOut { after: this.after }))))
-                    }
-                    Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.timer.poll_at(this.deadline, cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(Box::new(BodyTimedOut { after: this.after }))))
                 }
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
