@@ -32,7 +32,7 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
 
-pub use delivered::OnDelivered;
+pub use delivered::{OnDelivered, OnPartDelivered};
 pub use serve::{Limits, serve};
 pub use timeouts::Timeouts;
 

@@ -184,3 +184,61 @@ async fn streams_are_authenticated_like_pulls() {
     assert_eq!(event_ids(&frames.event().await.1), vec![1]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_lost_in_transit_is_sent_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start_with(|c| c.sync.default_limit = 1000).await;
+    // 600 pickings of 20 KB: a 12 MB batch, more than the sockets' buffers hold.
+    for batch in 0..30 {
+        let events: Vec<Value> = (1..=20)
+            .map(|i| {
+                json!({"model": "stock.picking", "record_id": batch * 20 + i, "event": "write",
+                       "payload": {"note": "x".repeat(20_000)}})
+            })
+            .collect();
+        server.ingest_ok(json!(events)).await;
+    }
+    let addr = server.base().trim_start_matches("http://").to_string();
+    let mut cut = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    cut.write_all(
+        format!(
+            "GET /api/v2/sync/stream?{DRIVER} HTTP/1.1\r\nHost: x\r\nX-Session-Id: {}\r\n\r\n",
+            session(42)
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    // The phone reads the first 64 KiB of the batch, then loses its connection.
+    let mut first = vec![0u8; 64 * 1024];
+    cut.read_exact(&mut first).await.expect("the stream begins");
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    drop(cut);
+
+    // Its next pull answers the same events.
+    let pull = json!({"user_id": 42, "device_id": "rn-1", "app_type": "delivery_app",
+                      "limit": 1000});
+    let again = server.pull_ok(&session(42), &pull).await;
+    assert_eq!(event_ids(&again), (1..=600).collect::<Vec<i64>>());
+
+    // A batch read whole moves the device: after it, a pull finds nothing.
+    let mut frames = Frames {
+        response: open(&server, DRIVER, None).await,
+        buffer: String::new(),
+    };
+    server
+        .ingest_ok(json!([item("stock.picking", 7, "write")]))
+        .await;
+    let (_, live) = frames.event().await;
+    assert_eq!(event_ids(&live), vec![601]);
+    // The position moves just after the batch is written out; a pull waits for the stream's
+    // hold on the device, then finds nothing new.
+    drop(frames);
+    let after = server.pull_ok(&session(42), &pull).await;
+    assert_eq!(event_ids(&after), Vec::<i64>::new());
+    server.stop().await;
+}

@@ -32,8 +32,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
-use super::OnDelivered;
 use super::timeouts::{Activity, AnswerBody, Expiry, TimedBody, TimedIo, Timeouts};
+use super::{OnDelivered, OnPartDelivered};
 use crate::util::stopped;
 
 /// What one server lets its clients hold.
@@ -234,7 +234,8 @@ async fn serve_connection<S>(
             })
             .map_response(move |mut response: Response| {
                 let delivered = response.extensions_mut().remove::<OnDelivered>();
-                response.map(|body| AnswerBody::new(body, answered.clone(), delivered))
+                let parts = response.extensions_mut().remove::<OnPartDelivered>();
+                response.map(|body| AnswerBody::new(body, answered.clone(), delivered, parts))
             }),
     );
     // Upgrades as axum::serve allows them, for a route that may one day answer 101.

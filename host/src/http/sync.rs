@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{OnDelivered, body, identify, json_response, parse_json};
+use super::{OnDelivered, OnPartDelivered, body, identify, json_response, parse_json};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::positions::DeviceKey;
@@ -92,7 +92,7 @@ struct StreamParams {
 
 /// `GET /api/v2/sync/stream`: the device's feed as Server-Sent Events. Each batch is one event
 /// whose `id` is its sync token (`Last-Event-ID` resumes from it) and whose data is a pull
-/// answer; the device's position moves as batches are sent.
+/// answer; the device's position moves as each batch is written out to the connection.
 async fn stream(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -114,37 +114,48 @@ async fn stream(
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let cursor = DeviceCursor::new(&app, &identity, key, resume)?;
     let heartbeat = Duration::from_secs(app.config.sync.stream_heartbeat_secs);
-    let events = futures_util::stream::unfold(Some((app, cursor)), |state| async move {
-        let (app, mut cursor) = state?;
-        loop {
-            let answer = cursor.next(&app, None).await.map(|mut answer| {
-                // A stream's next batch reads from the kept position: it moves now.
-                if let Some(delivery) = answer.delivery.take() {
-                    delivery.commit();
-                }
-                answer
-            });
-            match answer {
-                Ok(answer) if answer.events.is_empty() && answer.reset.is_none() => {
-                    if cursor.stopping() {
-                        return None;
+    let delivered = OnPartDelivered::default();
+    let parts = delivered.clone();
+    let events = futures_util::stream::unfold(Some((app, cursor)), move |state| {
+        let delivered = delivered.clone();
+        async move {
+            let (app, mut cursor) = state?;
+            loop {
+                // The next batch waits until the device has moved past this one: it reads from the
+                // position the server keeps, and the device stays locked meanwhile.
+                match cursor.next(&app, None).await {
+                    Ok(mut answer) if answer.events.is_empty() && answer.reset.is_none() => {
+                        // Nothing to send: the device moves past what its feed left out, now.
+                        if let Some(delivery) = answer.delivery.take() {
+                            delivery.commit();
+                        }
+                        if cursor.stopping() {
+                            return None;
+                        }
                     }
-                }
-                Ok(answer) => {
-                    let event = Event::default()
-                        .id(answer.next_sync_token.clone())
-                        .data(answer.to_json());
-                    return Some((Ok::<_, Infallible>(event), Some((app, cursor))));
-                }
-                // The stream ends with the error, as a pull would have answered it.
-                Err(e) => {
-                    let event = Event::default().event("error").data(e.body_json());
-                    return Some((Ok(event), None));
+                    Ok(mut answer) => {
+                        // The device moves once the batch has been written out to it; a batch lost
+                        // with the connection is sent again to the device's next pull or stream.
+                        if let Some(delivery) = answer.delivery.take() {
+                            delivered.push(move || delivery.commit());
+                        }
+                        let event = Event::default()
+                            .id(answer.next_sync_token.clone())
+                            .data(answer.to_json());
+                        return Some((Ok::<_, Infallible>(event), Some((app, cursor))));
+                    }
+                    // The stream ends with the error, as a pull would have answered it.
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.body_json());
+                        return Some((Ok(event), None));
+                    }
                 }
             }
         }
     });
-    Ok(Sse::new(events)
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(heartbeat))
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(parts);
+    Ok(response)
 }

@@ -34,6 +34,8 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::delivered::Work;
+
 /// How long each part of a request may take to arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -83,9 +85,10 @@ struct State {
     expiry: Option<Waker>,
     /// What to do once the answer hyper holds has been written out.
     on_flushed: Option<Work>,
+    /// What to do once the parts of an answer hyper holds have been written out, whole
+    /// answer or not (see [`super::OnPartDelivered`]).
+    on_parts_flushed: Vec<Work>,
 }
-
-type Work = Box<dyn FnOnce() + Send>;
 
 /// The phase of one connection, shared by its socket ([`TimedIo`]), its requests and answers
 /// ([`Activity::request_started`], [`AnswerBody`]) and the watch on its deadline ([`Expiry`]).
@@ -102,6 +105,7 @@ impl Activity {
                 phase: Phase::Head(Instant::now() + timeouts.header),
                 expiry: None,
                 on_flushed: None,
+                on_parts_flushed: Vec::new(),
             }),
             timeouts,
         })
@@ -112,6 +116,15 @@ impl Activity {
         let mut state = self.state.lock();
         state.phase = Phase::Busy { buffered: false };
         state.on_flushed = None;
+        state.on_parts_flushed.clear();
+    }
+
+    /// hyper holds a part of the answer; `work` is done once it has been written out.
+    fn part_buffered(&self, work: Vec<Work>) {
+        let mut state = self.state.lock();
+        if let Phase::Busy { .. } = state.phase {
+            state.on_parts_flushed.extend(work);
+        }
     }
 
     /// hyper holds the whole answer; what is left is writing it out, then `on_flushed`.
@@ -126,17 +139,22 @@ impl Activity {
     /// Everything hyper had to write is written: after a whole answer, its work is done and
     /// the connection waits for its next request.
     fn flushed(&self) {
-        let work = {
+        let (parts, work) = {
             let mut state = self.state.lock();
+            let parts = std::mem::take(&mut state.on_parts_flushed);
             if !matches!(state.phase, Phase::Busy { buffered: true }) {
-                return;
+                (parts, None)
+            } else {
+                state.phase = Phase::Idle(Instant::now() + self.timeouts.idle);
+                if let Some(expiry) = &state.expiry {
+                    expiry.wake_by_ref();
+                }
+                (parts, state.on_flushed.take())
             }
-            state.phase = Phase::Idle(Instant::now() + self.timeouts.idle);
-            if let Some(expiry) = &state.expiry {
-                expiry.wake_by_ref();
-            }
-            state.on_flushed.take()
         };
+        for part in parts {
+            part();
+        }
         if let Some(work) = work {
             work();
         }
@@ -388,6 +406,7 @@ pub struct AnswerBody<B: HttpBody> {
     inner: B,
     activity: Arc<Activity>,
     on_delivered: Option<Work>,
+    on_part_delivered: Option<super::OnPartDelivered>,
     ended: bool,
 }
 
@@ -396,11 +415,13 @@ impl<B: HttpBody> AnswerBody<B> {
         inner: B,
         activity: Arc<Activity>,
         on_delivered: Option<super::OnDelivered>,
+        on_part_delivered: Option<super::OnPartDelivered>,
     ) -> AnswerBody<B> {
         AnswerBody {
             inner,
             activity,
             on_delivered: on_delivered.and_then(|d| d.take()),
+            on_part_delivered,
             ended: false,
         }
     }
@@ -430,8 +451,14 @@ impl<B: HttpBody + Unpin> HttpBody for AnswerBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.ended = true;
+        match &frame {
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(parts) = &this.on_part_delivered {
+                    this.activity.part_buffered(parts.take());
+                }
+            }
+            _ => {}
         }
         frame
     }
