@@ -43,6 +43,7 @@ fn events(models: &[&str]) -> Vec<Arc<LoggedEvent>> {
                 payload: Some(payload.to_string()),
                 changed_fields: None,
                 received_at: "2024-01-15T10:30:01Z".into(),
+                rev: 0,
             })
         })
         .collect()

@@ -155,6 +155,7 @@ mod tests {
             payload: payload.map(str::to_string),
             changed_fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
             received_at: "2024-01-15T10:00:00Z".into(),
+            rev: 0,
         }))
     }
 

@@ -220,25 +220,53 @@ impl Default for PluginsConfig {
     }
 }
 
-/// How long the log keeps events. A device whose position falls behind what is kept is told to
-/// reset (`cursor_too_old`), never handed a log with a hole in it.
+/// What the log keeps, and for how long.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// Every record's latest state is kept, whatever its age: a record's older changes are
+    /// folded into a newer one once that one is older than `compact_after`, and deletions are
+    /// kept for `tombstone_ttl`. A device that never pulled reads every record it may see.
+    #[default]
+    Compact,
+    /// Events are deleted by age (`max_age`) and count (`max_events`), whatever they are.
+    Prune,
+}
+
+/// What the log keeps, and for how long. A device that may have missed something it needed
+/// (an event pruned, a deletion dropped) is told to reset (`cursor_too_old`), never handed a
+/// log with a hole in it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Events received longer ago than this are pruned: a number and a unit (`30d`, `12h`,
-    /// `90m`, `45s`); `0` keeps events whatever their age.
+    /// `compact` (the default) or `prune`. A config that sets `max_age` or `max_events` and no
+    /// mode prunes, as it did before compaction existed.
+    pub mode: RetentionMode,
+    /// `compact`: a change is folded into a newer change of its record, and dropped, once that
+    /// newer change is older than this; every change of the last `compact_after` stays as it
+    /// came. A number and a unit (`1d`, `12h`); `0` folds as soon as compaction runs.
+    pub compact_after: Span,
+    /// `compact`: how long a deletion is kept (a tombstone) for devices that hold the record;
+    /// then it is dropped with what is left of the record, and devices positioned before it
+    /// reset. `0` keeps deletions for ever.
+    pub tombstone_ttl: Span,
+    /// `prune`: events received longer ago than this are deleted: a number and a unit (`30d`,
+    /// `12h`, `90m`, `45s`); `0` keeps events whatever their age.
     pub max_age: Span,
-    /// At most this many of the newest events are kept; 0 sets no limit.
+    /// `prune`: at most this many of the newest events are kept; 0 sets no limit.
     pub max_events: u64,
-    /// How often the pruner looks for events to prune, in seconds.
+    /// How often retention runs, in seconds.
     pub interval_secs: u64,
-    /// Events deleted per transaction, so that ingest never waits long for the database.
+    /// Event ids handled per transaction, so that ingest never waits long for the database.
     pub batch_events: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
+            mode: RetentionMode::Compact,
+            compact_after: Span::from_secs(86_400),
+            tombstone_ttl: Span::from_secs(90 * 86_400),
             max_age: Span::from_secs(30 * 86_400),
             max_events: 0,
             interval_secs: 60,
@@ -248,9 +276,12 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// Whether anything is ever pruned.
-    pub fn prunes(&self) -> bool {
-        !self.max_age.is_zero() || self.max_events > 0
+    /// Whether retention ever deletes anything.
+    pub fn runs(&self) -> bool {
+        match self.mode {
+            RetentionMode::Compact => true,
+            RetentionMode::Prune => !self.max_age.is_zero() || self.max_events > 0,
+        }
     }
 }
 
@@ -530,6 +561,7 @@ impl Config {
             }
         };
         let from_env = apply_env_overrides(&mut table, env)?;
+        prune_when_pruning_is_configured(&mut table);
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
@@ -681,6 +713,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A `[retention]` table that sets `max_age` or `max_events` and no `mode` was written before
+/// compaction existed: it keeps pruning.
+fn prune_when_pruning_is_configured(table: &mut toml::Table) {
+    if let Some(toml::Value::Table(retention)) = table.get_mut("retention")
+        && !retention.contains_key("mode")
+        && (retention.contains_key("max_age") || retention.contains_key("max_events"))
+    {
+        retention.insert("mode".into(), toml::Value::String("prune".into()));
     }
 }
 
@@ -839,6 +882,42 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("SMARTSYNC_SERVER__LISTN"), "{msg}");
         assert!(msg.contains("listn"), "{msg}");
+    }
+
+    #[test]
+    fn retention_compacts_unless_a_config_prunes() {
+        for (text, mode) in [
+            ("", RetentionMode::Compact),
+            (
+                "[retention]\ncompact_after = \"2h\"\n",
+                RetentionMode::Compact,
+            ),
+            // Written before compaction existed: it keeps pruning.
+            ("[retention]\nmax_age = \"7d\"\n", RetentionMode::Prune),
+            ("[retention]\nmax_events = 100\n", RetentionMode::Prune),
+            (
+                "[retention]\nmode = \"compact\"\nmax_age = \"7d\"\n",
+                RetentionMode::Compact,
+            ),
+        ] {
+            let (_dir, path) = write(text);
+            let config = Config::load(Some(&path), env(&[])).expect(text);
+            assert_eq!(config.retention.mode, mode, "{text}");
+        }
+        let (_dir, path) = write("");
+        let config = Config::load(
+            Some(&path),
+            env(&[("SMARTSYNC_RETENTION__MAX_EVENTS", "10")]),
+        )
+        .expect("an override");
+        assert_eq!(config.retention.mode, RetentionMode::Prune);
+        assert_eq!(
+            Config::load(None, env(&[]))
+                .expect("embedded")
+                .retention
+                .mode,
+            RetentionMode::Compact
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The event: one change to one Odoo record, as the log stores it and the API shows it.
 
+mod fold;
+pub use fold::fold;
+
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -98,6 +101,9 @@ pub struct Event {
     pub payload: Option<String>,
     pub changed_fields: Option<Vec<String>>,
     pub received_at: String,
+    /// How often compaction rewrote the event since it was appended (folding older changes of
+    /// its record into it): what was derived from an earlier revision is stale.
+    pub rev: u32,
 }
 
 impl Event {
@@ -111,6 +117,7 @@ impl Event {
             payload: new.payload,
             changed_fields: new.changed_fields,
             received_at: new.received_at,
+            rev: 0,
         }
     }
 
@@ -287,6 +294,7 @@ mod tests {
             payload: Some(r#"{"name":"S\"00042","state":"sale"}"#.into()),
             changed_fields: Some(vec!["state".into()]),
             received_at: "2024-01-15T10:30:01Z".into(),
+            rev: 0,
         };
         let v: serde_json::Value =
             serde_json::from_str(&event.to_wire_json()).expect("wire form is JSON");

@@ -23,7 +23,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, LoggedEvent, NewEvent};
-use crate::store::{Appended, BatchResult, EventStore, PendingAppend, StoreError};
+use crate::store::{
+    Appended, BatchResult, CompactStep, Compacted, EventStore, PendingAppend, StoreError,
+};
 
 /// Which models a reader wants; `None` is every model.
 pub type ModelFilter<'a> = Option<&'a [String]>;
@@ -44,6 +46,9 @@ pub struct Scan {
     /// Events after the scan's start were pruned before it could read them: the scan may have a
     /// hole, and the reader must start over.
     pub pruned: bool,
+    /// A deletion after the scan's start was dropped (see [`EventLog::tombstones_dropped_through`]):
+    /// a reader that holds records may have missed it, and must start over.
+    pub tombstone_lost: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,34 @@ impl Tail {
         self.floor = self.floor.max(through.min(head));
     }
 
+    /// Takes in what a step of compaction changed: dropped events go, rewritten ones replace
+    /// their old selves.
+    fn apply(&mut self, changes: &Compacted) {
+        let floor = self.floor;
+        if changes.dropped.iter().any(|&id| id > floor) {
+            let dropped: std::collections::HashSet<i64> = changes.dropped.iter().copied().collect();
+            let mut freed = 0;
+            self.events.retain(|e| {
+                let keep = !dropped.contains(&e.event.id);
+                if !keep {
+                    freed += e.weight();
+                }
+                keep
+            });
+            self.bytes -= freed;
+        }
+        for event in changes.rewritten.iter().filter(|e| e.id > floor) {
+            let at = self.start(event.id - 1);
+            if let Some(slot) = self.events.get_mut(at)
+                && slot.event.id == event.id
+            {
+                let new = LoggedEvent::new(event.clone());
+                self.bytes = self.bytes - slot.weight() + new.weight();
+                *slot = new;
+            }
+        }
+    }
+
     /// Index of the first event with an id above `after`.
     fn start(&self, after: i64) -> usize {
         self.events.partition_point(|e| e.event.id <= after)
@@ -121,6 +154,12 @@ struct Shared {
     /// Every event with an id up to this one may have been pruned. Raised before events are
     /// deleted, so that a reader who checks it after reading knows whether it may have missed one.
     pruned_through: AtomicI64,
+    /// Every event up to this id had its record's older changes folded into it.
+    compacted_through: AtomicI64,
+    /// Deletions up to this id were looked at for dropping.
+    tombstones_checked_through: AtomicI64,
+    /// The newest deletion dropped; raised before it is deleted, like `pruned_through`.
+    tombstones_dropped_through: AtomicI64,
 }
 
 /// Whom to wake when events are committed: long-polling pulls wait on the models they read, so
@@ -219,7 +258,7 @@ impl EventLog {
         group_max_events: usize,
     ) -> Result<EventLog, StoreError> {
         let last = store.last_event_id().await?;
-        let pruned_through = store.pruned_through().await?;
+        let meta = store.log_meta().await?;
         let newest = store.newest(limits.max_events).await?;
         let mut tail = Tail {
             floor: newest.first().map_or(last, |e| e.id - 1),
@@ -237,7 +276,10 @@ impl EventLog {
             tail: RwLock::new(tail),
             head: watch::Sender::new(head),
             wakeups: Wakeups::default(),
-            pruned_through: AtomicI64::new(pruned_through),
+            pruned_through: AtomicI64::new(meta.pruned_through),
+            compacted_through: AtomicI64::new(meta.compacted_through),
+            tombstones_checked_through: AtomicI64::new(meta.tombstones_checked_through),
+            tombstones_dropped_through: AtomicI64::new(meta.tombstones_dropped_through),
         });
         let (writer, requests) = mpsc::channel(4096);
         let (stop, stopped) = watch::channel(false);
@@ -304,9 +346,112 @@ impl EventLog {
         }
     }
 
-    /// The highest id such that it and every event before it were received before `cutoff`.
-    pub async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
-        self.shared.store.received_before(cutoff).await
+    /// The highest id, `after` or above, such that it and every event between `after` and it
+    /// were received before `cutoff`.
+    pub async fn received_before(&self, after: i64, cutoff: &str) -> Result<i64, StoreError> {
+        self.shared.store.received_before(after, cutoff).await
+    }
+
+    /// Every event up to this id had its record's older changes folded into it.
+    pub fn compacted_through(&self) -> i64 {
+        self.shared.compacted_through.load(Ordering::SeqCst)
+    }
+
+    /// Deletions up to this id were looked at for dropping.
+    pub fn tombstones_checked_through(&self) -> i64 {
+        self.shared
+            .tombstones_checked_through
+            .load(Ordering::SeqCst)
+    }
+
+    /// The newest deletion compaction dropped (0: none): a reader positioned before it may
+    /// have missed a deletion of a record it holds. Check it after reading, not before: it is
+    /// raised first and the deletion dropped afterwards.
+    pub fn tombstones_dropped_through(&self) -> i64 {
+        self.shared
+            .tombstones_dropped_through
+            .load(Ordering::SeqCst)
+    }
+
+    /// Compacts the log up to `through` (at most the head), `batch` ids at a time, each step
+    /// its own short transaction: every record's changes up to there are folded into its newest
+    /// one ([`crate::event::fold`]), and the older ones dropped. Readers see each step whole:
+    /// the in-memory tail takes the step's changes before the store commits them.
+    pub async fn compact_through(
+        &self,
+        through: i64,
+        batch: u64,
+    ) -> Result<CompactStep, StoreError> {
+        let through = through.min(self.head());
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut done = CompactStep::default();
+        loop {
+            let from = self.compacted_through();
+            if from >= through {
+                return Ok(done);
+            }
+            let next = through.min(from.saturating_add(batch));
+            let shared = self.shared.clone();
+            let step = self
+                .shared
+                .store
+                .compact(
+                    from,
+                    next,
+                    Box::new(move |changes| shared.tail.write().apply(changes)),
+                )
+                .await?;
+            self.shared
+                .compacted_through
+                .fetch_max(next, Ordering::SeqCst);
+            done.dropped += step.dropped;
+            done.rewritten += step.rewritten;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Drops the deletions up to `through` (at most what compaction has passed) that are still
+    /// their record's newest event, `batch` ids at a time, each step its own transaction.
+    /// Returns how many events were dropped.
+    pub async fn drop_tombstones_through(
+        &self,
+        through: i64,
+        batch: u64,
+    ) -> Result<u64, StoreError> {
+        let through = through.min(self.compacted_through());
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut dropped = 0;
+        loop {
+            let from = self.tombstones_checked_through();
+            if from >= through {
+                return Ok(dropped);
+            }
+            let next = through.min(from.saturating_add(batch));
+            let shared = self.shared.clone();
+            let step = self
+                .shared
+                .store
+                .drop_tombstones(
+                    from,
+                    next,
+                    Box::new(move |changes| {
+                        // Published before the deletions commit: a read that misses one sees,
+                        // when it checks afterwards, that it may have.
+                        if let Some(&newest) = changes.dropped.iter().max() {
+                            shared
+                                .tombstones_dropped_through
+                                .fetch_max(newest, Ordering::SeqCst);
+                        }
+                        shared.tail.write().apply(changes);
+                    }),
+                )
+                .await?;
+            self.shared
+                .tombstones_checked_through
+                .fetch_max(next, Ordering::SeqCst);
+            dropped += step.dropped;
+            tokio::task::yield_now().await;
+        }
     }
 
     /// A subscription to commits of `models` (every model when `None`).
@@ -333,8 +478,9 @@ impl EventLog {
     ) -> Result<Scan, StoreError> {
         let mut scan = self.scan_unchecked(after, models, limit, window).await?;
         // Pruning publishes its floor before it deletes: checked after reading, this catches a
-        // read that a delete overtook.
+        // read that a delete overtook. The same goes for dropped deletions.
         scan.pruned = after < self.pruned_through();
+        scan.tombstone_lost = after < self.tombstones_dropped_through();
         Ok(scan)
     }
 
@@ -376,7 +522,7 @@ impl EventLog {
             events,
             scanned_to,
             has_more: full || upto < head,
-            pruned: false,
+            ..Scan::default()
         })
     }
 
@@ -613,11 +759,29 @@ mod tests {
         async fn newest(&self, n: usize) -> Result<Vec<Event>, StoreError> {
             self.inner.newest(n).await
         }
-        async fn pruned_through(&self) -> Result<i64, StoreError> {
-            self.inner.pruned_through().await
+        async fn log_meta(&self) -> Result<crate::store::LogMeta, StoreError> {
+            self.inner.log_meta().await
         }
-        async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
-            self.inner.received_before(cutoff).await
+        async fn received_before(&self, after: i64, cutoff: &str) -> Result<i64, StoreError> {
+            self.inner.received_before(after, cutoff).await
+        }
+        async fn compact(
+            &self,
+            after: i64,
+            through: i64,
+            before_commit: crate::store::BeforeCommit,
+        ) -> Result<CompactStep, StoreError> {
+            self.inner.compact(after, through, before_commit).await
+        }
+        async fn drop_tombstones(
+            &self,
+            after: i64,
+            through: i64,
+            before_commit: crate::store::BeforeCommit,
+        ) -> Result<CompactStep, StoreError> {
+            self.inner
+                .drop_tombstones(after, through, before_commit)
+                .await
         }
         async fn prune(&self, through: i64) -> Result<u64, StoreError> {
             self.inner.prune(through).await
@@ -681,6 +845,67 @@ mod tests {
         let fine = log.scan(10, None, 5, 1000).await.expect("scan");
         assert!(!fine.pruned);
         assert_eq!(fine.events.first().map(|e| e.event.id), Some(11));
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn compaction_reaches_the_tail_and_deletions_dropped_show_in_scans() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_for_test(&dir).await;
+        let limits = TailLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let log = EventLog::open(Arc::new(store), limits, 100)
+            .await
+            .expect("log");
+        let change = |record_id: i64, kind: crate::event::EventKind| NewEvent {
+            record_id,
+            kind,
+            ..new_event("sale.order")
+        };
+        use crate::event::EventKind::{Create, Unlink, Write};
+        log.append(vec![
+            change(1, Create),
+            change(2, Create),
+            change(1, Write),
+            change(2, Unlink),
+            change(3, Create),
+        ])
+        .await
+        .expect("append");
+        let ids_and_kinds = |scan: &Scan| -> Vec<(i64, crate::event::EventKind, u32)> {
+            scan.events
+                .iter()
+                .map(|e| (e.event.id, e.event.kind, e.event.rev))
+                .collect()
+        };
+
+        let step = log.compact_through(100, 2).await.expect("compact");
+        assert_eq!((step.dropped, step.rewritten), (2, 2));
+        assert_eq!(log.compacted_through(), 5, "at most the head");
+        // Read from memory: the tail took the changes in.
+        let scan = log.scan(0, None, 10, 100).await.expect("scan");
+        assert_eq!(
+            ids_and_kinds(&scan),
+            [(3, Create, 1), (4, Unlink, 1), (5, Create, 0)]
+        );
+        assert!(!scan.tombstone_lost);
+
+        assert_eq!(log.drop_tombstones_through(5, 2).await.expect("drop"), 1);
+        assert_eq!(log.tombstones_dropped_through(), 4);
+        let scan = log.scan(0, None, 10, 100).await.expect("scan");
+        assert_eq!(ids_and_kinds(&scan), [(3, Create, 1), (5, Create, 0)]);
+        assert!(
+            scan.tombstone_lost,
+            "a read from before the deletion may have missed it"
+        );
+        assert!(
+            !log.scan(4, None, 10, 100)
+                .await
+                .expect("scan")
+                .tombstone_lost
+        );
         log.close().await;
     }
 

@@ -200,6 +200,7 @@ mod tests {
             first_sync_time: "2026-11-30T00:00:00.000000Z".into(),
             last_sync_time: format!("2026-11-30T00:00:{n:02}.000000Z"),
             feed_epoch: 0,
+            tombstone_mark: 0,
         }
     }
 

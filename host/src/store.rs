@@ -77,6 +77,41 @@ impl StoreError {
     }
 }
 
+/// What one step of compaction changes, shown to the caller just before it commits (see
+/// [`EventStore::compact`]).
+#[derive(Debug, Default)]
+pub struct Compacted {
+    /// Events deleted.
+    pub dropped: Vec<i64>,
+    /// Events rewritten, as they now are.
+    pub rewritten: Vec<Event>,
+}
+
+/// Called with a step's changes inside its transaction, before the commit: whoever keeps
+/// copies of events updates them there, so that no reader sees a dropped change gone from the
+/// store while its copy of the event that absorbed it is still the old one.
+pub type BeforeCommit = Box<dyn FnOnce(&Compacted) + Send>;
+
+/// How far retention has gone (the `log_meta` table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMeta {
+    /// Every event with an id up to this one may have been pruned (0: nothing was).
+    pub pruned_through: i64,
+    /// Every event up to this id had its record's older changes folded into it.
+    pub compacted_through: i64,
+    /// Deletions up to this id were looked at for dropping.
+    pub tombstones_checked_through: i64,
+    /// The newest deletion dropped (0: none was).
+    pub tombstones_dropped_through: i64,
+}
+
+/// What one step of compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStep {
+    pub dropped: u64,
+    pub rewritten: u64,
+}
+
 /// What a process opens the store for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -118,12 +153,35 @@ pub trait EventStore: Send + Sync + 'static {
     /// The newest `n` events, oldest first.
     async fn newest(&self, n: usize) -> Result<Vec<Event>, StoreError>;
 
-    /// Every event with an id up to this one may have been pruned (0: nothing was).
-    async fn pruned_through(&self) -> Result<i64, StoreError>;
+    /// How far pruning and compaction have gone.
+    async fn log_meta(&self) -> Result<LogMeta, StoreError>;
 
-    /// The highest id such that it and every event before it were received before `cutoff`
-    /// (an RFC 3339 UTC time as [`crate::event::now_rfc3339`] writes it); 0 when none was.
-    async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError>;
+    /// The highest id, `after` or above, such that it and every event between `after` and it
+    /// were received before `cutoff` (an RFC 3339 UTC time as [`crate::event::now_rfc3339`]
+    /// writes it); `after` when the first event after it is younger.
+    async fn received_before(&self, after: i64, cutoff: &str) -> Result<i64, StoreError>;
+
+    /// Compacts the events with `after < id <= through`, in one transaction: each of their
+    /// records' changes up to `through` are folded ([`crate::event::fold`]) into the newest of
+    /// them, which is rewritten, and the older ones deleted. Records `compacted_through` as
+    /// `through`. Calls `before_commit` with the changes just before committing.
+    async fn compact(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError>;
+
+    /// Drops the deletions with `after < id <= through` that are still their record's newest
+    /// event, with whatever is left of their record's history, in one transaction. Records
+    /// `tombstones_checked_through` as `through`, and `tombstones_dropped_through` as the
+    /// newest deletion dropped. Calls `before_commit` with the changes just before committing.
+    async fn drop_tombstones(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError>;
 
     /// Deletes the events with `id <= through` and records `through` as pruned, in one
     /// transaction. Returns how many events were deleted.

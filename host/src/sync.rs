@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::coalesce::{AnswerEvent, coalesce};
+use crate::config::RetentionMode;
 use crate::error::{ApiError, ApiResult};
 use crate::event::now_rfc3339;
 use crate::identity::Identity;
@@ -173,6 +174,11 @@ struct Page {
     ///
     /// [`Scan::pruned`]: crate::log::Scan::pruned
     pruned: bool,
+    /// A deletion after the page's start was dropped while it was read (see
+    /// [`Scan::tombstone_lost`]).
+    ///
+    /// [`Scan::tombstone_lost`]: crate::log::Scan::tombstone_lost
+    tombstone_lost: bool,
 }
 
 fn limit_of(app: &App, requested: Option<i64>) -> ApiResult<usize> {
@@ -212,7 +218,7 @@ pub struct DeviceCursor {
     identity: Identity,
     /// Where to read from next, when not the position the server keeps (a token's, or what a
     /// waiting read scanned past).
-    start: Option<(i64, u64)>,
+    start: Option<Cursor>,
     pub limit: usize,
     pub coalesce: bool,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -266,9 +272,7 @@ impl DeviceCursor {
                 .lock(self.key.clone())
                 .await
                 .map_err(ApiError::internal)?;
-            let known = self
-                .start
-                .or_else(|| device.state().map(|s| (s.position, s.feed_epoch)));
+            let known = self.start.or_else(|| device.state().map(cursor_of));
             // Boxed: reading a page takes far more state than waiting does, and a waiting pull
             // would otherwise hold room for it (as part of this future) for as long as it waits.
             let mut read = Box::pin(read_feed(
@@ -290,7 +294,7 @@ impl DeviceCursor {
             {
                 // Wait without holding the device or the empty page: carry on from what was
                 // scanned.
-                self.start = Some((read.page.scanned_to, read.feed_epoch));
+                self.start = Some(read.cursor());
                 drop(read);
                 drop(device);
                 let until = async {
@@ -314,12 +318,14 @@ impl DeviceCursor {
                 Some(old) => (old.sync_count + 1, old.first_sync_time.clone()),
                 None => (1, now.clone()),
             };
+            let cursor = read.cursor();
             let state = DeviceState {
-                position: read.page.scanned_to,
+                position: cursor.position,
                 sync_count,
                 first_sync_time,
                 last_sync_time: now,
-                feed_epoch: read.feed_epoch,
+                feed_epoch: cursor.epoch,
+                tombstone_mark: cursor.tombstone_mark,
             };
             // From here on the device's kept position is where to read, once the answer's
             // delivery is committed.
@@ -383,18 +389,25 @@ pub async fn replay(
             .peek(&key)
             .await
             .map_err(ApiError::internal)?
-            .map(|s| (s.position, s.feed_epoch)),
+            .map(|s| cursor_of(&s)),
     };
     let read = read_feed(app, identity, &feed, &key, known, limit).await?;
     Ok(read.into_answer(app))
 }
 
-fn verify_token(app: &App, key: &DeviceKey, token: &str) -> ApiResult<(i64, u64)> {
-    let cursor = app
-        .tokens
+fn verify_token(app: &App, key: &DeviceKey, token: &str) -> ApiResult<Cursor> {
+    app.tokens
         .verify(key, token)
-        .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))?;
-    Ok((cursor.position, cursor.epoch))
+        .map_err(|e| ApiError::bad_request("invalid_sync_token", e.to_string()))
+}
+
+/// Where a device's kept state says it is.
+fn cursor_of(state: &DeviceState) -> Cursor {
+    Cursor {
+        position: state.position,
+        epoch: state.feed_epoch,
+        tombstone_mark: state.tombstone_mark,
+    }
 }
 
 /// A page read for a device, not yet answered.
@@ -402,18 +415,23 @@ struct FeedRead {
     page: Page,
     reset: Option<ResetReason>,
     feed_epoch: u64,
+    /// See [`Cursor::tombstone_mark`].
+    tombstone_mark: i64,
     key: DeviceKey,
 }
 
 impl FeedRead {
+    /// Where the page leaves the device.
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            position: self.page.scanned_to,
+            epoch: self.feed_epoch,
+            tombstone_mark: self.tombstone_mark,
+        }
+    }
+
     fn into_answer(self, app: &App) -> PullAnswer {
-        let next_sync_token = app.tokens.issue(
-            &self.key,
-            Cursor {
-                position: self.page.scanned_to,
-                epoch: self.feed_epoch,
-            },
-        );
+        let next_sync_token = app.tokens.issue(&self.key, self.cursor());
         PullAnswer {
             events: self.page.events,
             next_sync_token,
@@ -431,11 +449,13 @@ async fn read_feed(
     identity: &Identity,
     feed: &AppFeed,
     key: &DeviceKey,
-    known: Option<(i64, u64)>,
+    known: Option<Cursor>,
     limit: usize,
 ) -> ApiResult<FeedRead> {
-    let start = known.map_or(0, |(position, _)| position);
+    let start = known.map_or(0, |k| k.position);
     let feed_epoch = feed_epoch_of(feed);
+    // Read before the page: a deletion dropped while the page is read is caught by the scan.
+    let dropped = app.log.tombstones_dropped_through();
     let reset = reset_due(app, Some(feed), known);
     let page = match (reset, feed) {
         (Some(_), _) => Page::default(),
@@ -455,6 +475,7 @@ async fn read_feed(
                 scanned_to: scan.scanned_to,
                 has_more: scan.has_more,
                 pruned: scan.pruned,
+                tombstone_lost: scan.tombstone_lost,
             }
         }
         (None, AppFeed::Plugin(active)) => {
@@ -469,22 +490,54 @@ async fn read_feed(
             plugin_page(app, active, &ctx, start, limit).await?
         }
     };
-    // A page that events were pruned from under is no page: the device starts over.
-    let reset = reset.or(page.pruned.then_some(ResetReason::CursorTooOld));
-    let page = match reset {
-        // No events, and a position at the head.
-        Some(_) => Page {
-            scanned_to: app.log.head(),
-            ..Page::default()
-        },
-        None => page,
+    // A page that events were pruned from under is no page: the device starts over. So is
+    // one that a deletion was dropped from under, for a device that may hold records.
+    let mark = known.map_or(0, |k| k.tombstone_mark);
+    let lost = page.pruned || (page.tombstone_lost && holds_records(app, start, mark));
+    let reset = reset.or(lost.then_some(ResetReason::CursorTooOld));
+    let (page, tombstone_mark) = match reset {
+        Some(_) => (restart(app), app.log.tombstones_dropped_through()),
+        // A device that starts reading the log from its start cannot hold the records of the
+        // deletions dropped before.
+        None if !holds_records(app, start, 0) => (page, dropped),
+        None => (page, mark),
     };
     Ok(FeedRead {
         page,
         reset,
         feed_epoch,
+        tombstone_mark,
         key: key.clone(),
     })
+}
+
+/// Whether a device at `start` may hold records of deletions that compaction dropped: one at
+/// the start of what the log keeps has read nothing of it (it never pulled, or it was reset),
+/// and one that began reading after deletions were dropped (up to `mark`, see
+/// [`Cursor::tombstone_mark`]) cannot hold their records.
+fn holds_records(app: &App, start: i64, mark: i64) -> bool {
+    start > app.log.pruned_through() && mark < app.log.tombstones_dropped_through()
+}
+
+/// Where a device that must start over goes, with no events. A compacted log holds every
+/// record's latest state: the device reads it from the start. A pruned one does not: the
+/// device goes to its head, and its copy must come from elsewhere.
+fn restart(app: &App) -> Page {
+    let head = app.log.head();
+    match app.config.retention.mode {
+        RetentionMode::Compact => {
+            let start = app.log.pruned_through().min(head);
+            Page {
+                scanned_to: start,
+                has_more: start < head,
+                ..Page::default()
+            }
+        }
+        RetentionMode::Prune => Page {
+            scanned_to: head,
+            ..Page::default()
+        },
+    }
 }
 
 /// The version of the plugin shaping `feed` (0: none).
@@ -497,11 +550,18 @@ fn feed_epoch_of(feed: &AppFeed) -> u64 {
 
 /// Whether a device at `known` (position and feed version; `None`: it never pulled) must start
 /// over before reading `feed` (`None`: a feed switched off, with no plugin to compare).
-fn reset_due(app: &App, feed: Option<&AppFeed>, known: Option<(i64, u64)>) -> Option<ResetReason> {
-    let (start, start_epoch) = known.unwrap_or((0, 0));
+fn reset_due(app: &App, feed: Option<&AppFeed>, known: Option<Cursor>) -> Option<ResetReason> {
+    let Cursor {
+        position: start,
+        epoch: start_epoch,
+        tombstone_mark,
+    } = known.unwrap_or_default();
     if start > app.log.head() {
         Some(ResetReason::CursorAhead)
-    } else if start < app.log.pruned_through() {
+    } else if start < app.log.pruned_through()
+        || (holds_records(app, start, tombstone_mark)
+            && start < app.log.tombstones_dropped_through())
+    {
         Some(ResetReason::CursorTooOld)
     } else if let Some(feed @ AppFeed::Plugin(active)) = feed
         && active.on_upgrade == OnUpgrade::Reset
@@ -557,8 +617,9 @@ async fn plugin_page(
             )
             .await
             .map_err(ApiError::internal)?;
-        if chunk.pruned {
-            page.pruned = true;
+        if chunk.pruned || chunk.tombstone_lost {
+            page.pruned = chunk.pruned;
+            page.tombstone_lost = chunk.tombstone_lost;
             return Ok(page);
         }
         if chunk.events.is_empty() {
@@ -643,8 +704,7 @@ pub async fn state(
         .count_after(state.position, models.as_deref())
         .await
         .map_err(ApiError::internal)?;
-    let known = Some((state.position, state.feed_epoch));
-    let reset = reset_due(app, feed.as_ref().ok(), known);
+    let reset = reset_due(app, feed.as_ref().ok(), Some(cursor_of(&state)));
     Ok(StateAnswer {
         last_sync_time: state.last_sync_time,
         sync_count: state.sync_count,

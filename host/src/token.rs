@@ -1,9 +1,10 @@
 //! Sync tokens: a device's position in the log, signed for that device.
 //!
-//! A token is opaque to clients. It carries a position and a feed epoch (reserved for the
-//! version of the plugin that shaped the feed; 0 until plugins set it) and a MAC over those and
-//! the (user_id, device_id, app_type) it was issued to, keyed with the server's token secret.
-//! A forged token, or one presented by another user, device or app_type, fails verification.
+//! A token is opaque to clients. It carries a position, a feed epoch (the version of the plugin
+//! that shaped the feed; 0: none) and a tombstone mark (see [`Cursor::tombstone_mark`]), and a
+//! MAC over those and the (user_id, device_id, app_type) it was issued to, keyed with the
+//! server's token secret. A forged token, or one presented by another user, device or
+//! app_type, fails verification. Tokens of the first version, without a mark, still verify.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,15 +13,24 @@ use sha2::Sha256;
 
 use crate::positions::DeviceKey;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 8 + 8;
+const BODY_LEN: usize = 1 + 8 + 8 + 8;
+/// Version 1 had no tombstone mark.
+const V1_BODY_LEN: usize = 1 + 8 + 8;
 
-/// What a token says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a device is in its feed: what a token says, and what the server keeps of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {
+    /// The id of the last event the device has been given or deliberately skipped.
     pub position: i64,
+    /// The version of the plugin that shaped its feed (0: none).
     pub epoch: u64,
+    /// The newest deletion compaction had dropped when the device began reading the log from
+    /// its start: the records of deletions dropped up to here were gone before the device could
+    /// read them, so it cannot hold them. A deletion dropped after this and after the device's
+    /// position may be one it needed (0: any may be).
+    pub tombstone_mark: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +75,7 @@ impl TokenKey {
         bytes.push(VERSION);
         bytes.extend_from_slice(&cursor.position.to_be_bytes());
         bytes.extend_from_slice(&cursor.epoch.to_be_bytes());
+        bytes.extend_from_slice(&cursor.tombstone_mark.to_be_bytes());
         let tag = self.tag(device, &bytes);
         bytes.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -74,10 +85,15 @@ impl TokenKey {
         let bytes = URL_SAFE_NO_PAD
             .decode(token.trim())
             .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() != BODY_LEN + TAG_LEN || bytes[0] != VERSION {
+        let body_len = match bytes.first() {
+            Some(&VERSION) => BODY_LEN,
+            Some(1) => V1_BODY_LEN,
+            _ => return Err(TokenError::Malformed),
+        };
+        if bytes.len() != body_len + TAG_LEN {
             return Err(TokenError::Malformed);
         }
-        let (body, tag) = bytes.split_at(BODY_LEN);
+        let (body, tag) = bytes.split_at(body_len);
         let expected = self.tag(device, body);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], tag)) {
             return Err(TokenError::BadSignature);
@@ -87,12 +103,18 @@ impl TokenKey {
         let mut epoch = [0u8; 8];
         epoch.copy_from_slice(&body[9..17]);
         let position = i64::from_be_bytes(position);
-        if position < 0 {
+        let mut mark = [0u8; 8];
+        if body_len == BODY_LEN {
+            mark.copy_from_slice(&body[17..25]);
+        }
+        let tombstone_mark = i64::from_be_bytes(mark);
+        if position < 0 || tombstone_mark < 0 {
             return Err(TokenError::Malformed);
         }
         Ok(Cursor {
             position,
             epoch: u64::from_be_bytes(epoch),
+            tombstone_mark,
         })
     }
 }
@@ -116,6 +138,7 @@ mod tests {
         let cursor = Cursor {
             position: 1234,
             epoch: 7,
+            tombstone_mark: 99,
         };
         let token = key.issue(&me, cursor);
         assert_eq!(key.verify(&me, &token), Ok(cursor));
@@ -138,7 +161,7 @@ mod tests {
             &me,
             Cursor {
                 position: 10,
-                epoch: 0,
+                ..Cursor::default()
             },
         );
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).expect("base64");
@@ -147,5 +170,25 @@ mod tests {
         assert_eq!(key.verify(&me, &forged), Err(TokenError::BadSignature));
         assert_eq!(key.verify(&me, "not a token"), Err(TokenError::Malformed));
         assert_eq!(key.verify(&me, ""), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn first_version_tokens_still_verify_without_a_mark() {
+        let key = TokenKey::new(b"0123456789abcdef0123456789abcdef");
+        let me = device(5, "android-1", "sales_app");
+        let mut body = vec![1u8];
+        body.extend_from_slice(&77i64.to_be_bytes());
+        body.extend_from_slice(&3u64.to_be_bytes());
+        let tag = key.tag(&me, &body);
+        body.extend_from_slice(&tag);
+        let token = URL_SAFE_NO_PAD.encode(&body);
+        assert_eq!(
+            key.verify(&me, &token),
+            Ok(Cursor {
+                position: 77,
+                epoch: 3,
+                tombstone_mark: 0
+            })
+        );
     }
 }

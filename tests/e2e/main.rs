@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server over HTTP, on a real SQLite file.
 
 mod cli;
+mod compaction;
 mod durability;
 mod full_disk;
 mod http_surface;

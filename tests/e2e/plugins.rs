@@ -612,7 +612,7 @@ fn new_version_of(wasm: &[u8], tag: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_head() {
+async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_start() {
     let server = TestServer::start().await;
     let (wasm, original, toml) = own_copy_of_sales_plugin(&server, "reset").await;
     server
@@ -648,14 +648,14 @@ async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_head
         server.pull_ok(&session(5), &with_token).await["reset_reason"],
         "plugin_changed"
     );
-    // Then the device carries on from the head.
+    // Then the device reads its whole feed again, through the new version.
     server
         .ingest_ok(json!([item("sale.order", 4, "create")]))
         .await;
     let next = server
         .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
         .await;
-    assert_eq!(event_ids(&next), vec![4]);
+    assert_eq!(event_ids(&next), vec![1, 2, 3, 4]);
     assert!(next.get("reset_required").is_none());
     // A device that never pulled is not reset: it starts at the beginning.
     let fresh = server

@@ -1,18 +1,19 @@
-//! Retention: old events are pruned, and a device left behind is told to reset
-//! (`cursor_too_old`), never handed a log with a hole in it.
+//! Retention by pruning (`retention.mode = "prune"`): old events are deleted, and a device left
+//! behind is told to reset (`cursor_too_old`), never handed a log with a hole in it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use smartsync::config::{RetentionConfig, Span};
+use smartsync::config::{RetentionConfig, RetentionMode, Span};
 use smartsync_tests::{TestServer, event_ids, item, session};
 
-/// Feeds read by their model lists: no plugins.toml.
+/// Feeds read by their model lists: no plugins.toml. The log is pruned.
 async fn start_without_plugins(adjust: impl FnOnce(&mut smartsync::Config)) -> TestServer {
     TestServer::start_with(|config| {
         config.plugins.file = config.plugins.file.with_file_name("no-plugins.toml");
+        config.retention.mode = RetentionMode::Prune;
         adjust(config);
     })
     .await
@@ -20,10 +21,12 @@ async fn start_without_plugins(adjust: impl FnOnce(&mut smartsync::Config)) -> T
 
 fn keep_newest(n: u64) -> RetentionConfig {
     RetentionConfig {
+        mode: RetentionMode::Prune,
         max_age: Span::from_secs(0),
         max_events: n,
         interval_secs: 60,
         batch_events: 4,
+        ..RetentionConfig::default()
     }
 }
 

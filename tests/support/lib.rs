@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use reqwest::Response;
 use serde_json::{Value, json};
 use smartsync::config::{RetentionConfig, StaticSession, StaticSessionFull};
-use smartsync::retention::Pruned;
+use smartsync::retention::{Compaction, Pruned};
 use smartsync::{Config, Server};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -158,6 +158,13 @@ impl TestServer {
             .expect("prune")
     }
 
+    /// Compacts the log now as `retention` says, through the server's own compactor.
+    pub async fn compact(&self, retention: &RetentionConfig) -> Compaction {
+        smartsync::retention::compact_once(&self.running().app().log, retention)
+            .await
+            .expect("compact")
+    }
+
     /// Graceful shutdown, then a fresh start on the same database (on a new port).
     pub async fn restart(&mut self) {
         if let Some(server) = self.server.take() {
@@ -265,6 +272,57 @@ pub fn event_ids(answer: &Value) -> Vec<i64> {
 }
 
 /// An ingest item.
+/// A device's copy of its feed, kept as the seed's clients keep theirs: a `create` or `write`
+/// stores the record's payload, an `unlink` deletes the record.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Replica {
+    pub records: std::collections::BTreeMap<(String, i64), Value>,
+}
+
+impl Replica {
+    /// Applies a pull answer's events, in order; a reset first drops the whole copy.
+    pub fn apply(&mut self, answer: &Value) {
+        if answer["reset_required"] == true {
+            self.records.clear();
+        }
+        for event in answer["events"].as_array().expect("events array") {
+            let key = (
+                event["model"].as_str().expect("model").to_string(),
+                event["record_id"].as_i64().expect("record_id"),
+            );
+            match event["event"].as_str().expect("event") {
+                "unlink" => {
+                    self.records.remove(&key);
+                }
+                _ => {
+                    self.records
+                        .insert(key, event.get("payload").cloned().unwrap_or(Value::Null));
+                }
+            }
+        }
+    }
+
+    /// Pulls until nothing more waits, applying every page; returns the pages' answers.
+    pub async fn catch_up(
+        &mut self,
+        server: &TestServer,
+        session_id: &str,
+        request: &Value,
+    ) -> Vec<Value> {
+        let mut answers = Vec::new();
+        for _ in 0..10_000 {
+            let answer = server.pull_ok(session_id, request).await;
+            self.apply(&answer);
+            let more = answer["has_more"] == true;
+            answers.push(answer);
+            if !more {
+                return answers;
+            }
+        }
+        panic!("a feed that never ends");
+    }
+}
+
 pub fn item(model: &str, record_id: i64, kind: &str) -> Value {
     json!({"model": model, "record_id": record_id, "event": kind})
 }

@@ -22,8 +22,9 @@ use crate::event::LoggedEvent;
 const BLOCK: i64 = 64;
 
 /// What a block costs besides its answers.
-const BLOCK_OVERHEAD: usize =
-    std::mem::size_of::<Block>() + BLOCK as usize * std::mem::size_of::<Option<Answer>>() + 32;
+const BLOCK_OVERHEAD: usize = std::mem::size_of::<Block>()
+    + BLOCK as usize * std::mem::size_of::<Option<(u32, Answer)>>()
+    + 32;
 
 /// An event as a plugin shaped it, rendered once for the wire.
 #[derive(Debug)]
@@ -123,7 +124,9 @@ struct Inner {
 }
 
 struct Block {
-    answers: Box<[Option<Answer>]>,
+    /// Each answer with the revision of the event it was given for (see
+    /// [`crate::event::Event::rev`]): an answer for an older revision is stale.
+    answers: Box<[Option<(u32, Answer)>]>,
     bytes: usize,
     used: u64,
 }
@@ -188,7 +191,10 @@ impl AnswerCache {
                 let (block, slot) = block_of(e.event.id);
                 let block = blocks.get_mut(&block)?;
                 block.used = now;
-                block.answers[slot].clone()
+                match &block.answers[slot] {
+                    Some((rev, answer)) if *rev == e.event.rev => Some(answer.clone()),
+                    _ => None,
+                }
             })
             .collect()
     }
@@ -198,12 +204,14 @@ impl AnswerCache {
         self.reused.fetch_add(events as u64, Ordering::Relaxed);
     }
 
-    /// Keeps `answers` (event id, answer) for `scope`; an answer kept already stays.
-    pub fn put(&self, scope: &Scope, answers: impl IntoIterator<Item = (i64, Answer)>) {
+    /// Keeps `answers` ((event id, revision), answer) for `scope`; an answer kept already for
+    /// the same revision stays.
+    pub fn put(&self, scope: &Scope, answers: impl IntoIterator<Item = ((i64, u32), Answer)>) {
         let mut inner = self.inner.lock();
         inner.clock += 1;
         let now = inner.clock;
         let mut added = 0usize;
+        let mut inner_freed = 0usize;
         let mut count = 0u64;
         let blocks = match inner.scopes.get_mut(scope) {
             Some(blocks) => blocks,
@@ -212,7 +220,7 @@ impl AnswerCache {
                 inner.scopes.entry(scope.clone()).or_default()
             }
         };
-        for (id, answer) in answers {
+        for ((id, rev), answer) in answers {
             count += 1;
             let (block, slot) = block_of(id);
             let block = blocks.entry(block).or_insert_with(|| {
@@ -225,14 +233,20 @@ impl AnswerCache {
             });
             block.used = now;
             let slot = &mut block.answers[slot];
-            if slot.is_none() {
+            if slot.as_ref().is_none_or(|(kept, _)| *kept != rev) {
                 let weight = answer.weight();
+                if let Some((_, stale)) = slot.take() {
+                    // Not counted in `added`, which only grows: taken off here.
+                    let freed = stale.weight();
+                    block.bytes -= freed;
+                    inner_freed += freed;
+                }
                 block.bytes += weight;
                 added += weight;
-                *slot = Some(answer);
+                *slot = Some((rev, answer));
             }
         }
-        inner.bytes += added;
+        inner.bytes = (inner.bytes + added).saturating_sub(inner_freed);
         if inner.bytes > self.max_bytes {
             inner.evict(self.max_bytes / 4 * 3);
         }
@@ -299,6 +313,7 @@ mod tests {
             kind: EventKind::Write,
             timestamp: "2024-01-15T10:30:00Z".into(),
             received_at: "2024-01-15T10:30:00Z".into(),
+            rev: 0,
             payload: Some(format!(r#"{{"id":{id},"name":"{}"}}"#, "x".repeat(200))),
             changed_fields: None,
         })
@@ -335,7 +350,10 @@ mod tests {
         let cache = AnswerCache::new(vec![ContextField::CompanyIds], 1 << 20);
         let events: Vec<_> = (1..=3).map(event).collect();
         let alice = cache.scope(&ctx(5, vec![1]));
-        cache.put(&alice, [(1, sent(&events[0])), (2, Answer::Dropped)]);
+        cache.put(
+            &alice,
+            [((1, 0), sent(&events[0])), ((2, 0), Answer::Dropped)],
+        );
 
         // Another user and device of the same companies reuses them; event 3 is unknown.
         let bob = cache.scope(&ctx(6, vec![1]));
@@ -359,12 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_for_an_earlier_revision_of_an_event_is_not_reused() {
+        let cache = AnswerCache::new(Vec::new(), 1 << 20);
+        let scope = cache.scope(&ctx(5, vec![1]));
+        cache.put(&scope, [((1, 0), Answer::Dropped)]);
+        let mut rewritten = event(1).event.clone();
+        rewritten.rev = 1;
+        let rewritten = [LoggedEvent::new(rewritten)];
+        assert_eq!(kept(&cache.get(&scope, &rewritten)), ["unknown"]);
+        cache.put(&scope, [((1, 1), sent(&rewritten[0]))]);
+        assert_eq!(kept(&cache.get(&scope, &rewritten)), ["sent"]);
+        assert_eq!(kept(&cache.get(&scope, &[event(1)])), ["unknown"]);
+    }
+
+    #[test]
     fn a_device_scoped_cache_keeps_users_apart_too() {
         let cache = AnswerCache::new(vec![ContextField::DeviceId], 1 << 20);
         let (mut five, mut six) = (ctx(5, vec![1]), ctx(6, vec![1]));
         five.device_id = "phone".into();
         six.device_id = "phone".into();
-        cache.put(&cache.scope(&five), [(1, Answer::Dropped)]);
+        cache.put(&cache.scope(&five), [((1, 0), Answer::Dropped)]);
         assert_eq!(
             kept(&cache.get(&cache.scope(&six), &[event(1)])),
             ["unknown"]
@@ -375,7 +407,7 @@ mod tests {
     fn a_user_scoped_cache_keeps_users_apart() {
         let cache = AnswerCache::new(vec![ContextField::UserId], 1 << 20);
         let events = [event(1)];
-        cache.put(&cache.scope(&ctx(5, vec![1])), [(1, Answer::Dropped)]);
+        cache.put(&cache.scope(&ctx(5, vec![1])), [((1, 0), Answer::Dropped)]);
         assert_eq!(
             kept(&cache.get(&cache.scope(&ctx(6, vec![1])), &events)),
             ["unknown"]
@@ -394,7 +426,7 @@ mod tests {
         let events: Vec<_> = (0..2000).map(event).collect();
         // The first block is read again after every store, so it stays the most recent.
         for chunk in events.chunks(BLOCK as usize) {
-            cache.put(&scope, chunk.iter().map(|e| (e.event.id, sent(e))));
+            cache.put(&scope, chunk.iter().map(|e| ((e.event.id, 0), sent(e))));
             assert!(cache.get(&scope, &events[..1])[0].is_some());
         }
         let view = cache.view();

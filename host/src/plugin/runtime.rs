@@ -474,7 +474,7 @@ impl LoadedPlugin {
                         None => Answer::Dropped,
                     };
                     *slot = Some(answer.clone());
-                    fresh.push((id, answer));
+                    fresh.push(((id, event.event.rev), answer));
                 }
                 // An id left over had no source: a bug of the host, which fails the call
                 // rather than being taken for a dropped event.

@@ -105,6 +105,7 @@ pub fn logged(events: Vec<GivenEvent>) -> anyhow::Result<Vec<Arc<LoggedEvent>>> 
                 payload: e.payload.map(|p| Value::Object(p).to_string()),
                 changed_fields: e.changed_fields,
                 received_at: now.clone(),
+                rev: 0,
             }))
         })
         .collect()

@@ -12,7 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Access, DeviceKey, DeviceState, EventStore, PendingAppend, Settings, StoreError};
+use super::{
+    Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
+    Settings, StoreError,
+};
 use crate::event::{Event, EventKind, NewEvent};
 
 mod lock;
@@ -21,8 +24,13 @@ mod writer;
 use lock::WriterLock;
 use writer::Writer;
 
-/// The `log_meta` key of the highest id pruning may have deleted.
-const PRUNED_THROUGH: &str = "pruned_through";
+/// The keys of `log_meta` (see [`LogMeta`]).
+mod meta {
+    pub const PRUNED_THROUGH: &str = "pruned_through";
+    pub const COMPACTED_THROUGH: &str = "compacted_through";
+    pub const TOMBSTONES_CHECKED_THROUGH: &str = "tombstones_checked_through";
+    pub const TOMBSTONES_DROPPED_THROUGH: &str = "tombstones_dropped_through";
+}
 
 pub struct SqliteStore {
     /// Reads, and the migrations.
@@ -149,11 +157,12 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
             })
             .transpose()?,
         received_at: row.try_get("received_at")?,
+        rev: row.try_get("rev")?,
     })
 }
 
 const EVENT_COLUMNS: &str =
-    "id, model, record_id, kind, timestamp, payload, changed_fields, received_at";
+    "id, model, record_id, kind, timestamp, payload, changed_fields, received_at, rev";
 
 fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[String]>) {
     if let Some(models) = models {
@@ -245,29 +254,60 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
-    async fn pruned_through(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT value FROM log_meta WHERE key = ?")
-            .bind(PRUNED_THROUGH)
-            .fetch_optional(&self.pool)
+    async fn log_meta(&self) -> Result<LogMeta, StoreError> {
+        let rows = sqlx::query("SELECT key, value FROM log_meta")
+            .fetch_all(&self.pool)
             .await?;
-        Ok(match row {
-            Some(row) => row.try_get("value")?,
-            None => 0,
-        })
+        let mut meta = LogMeta::default();
+        for row in rows {
+            let key: String = row.try_get("key")?;
+            let value: i64 = row.try_get("value")?;
+            match key.as_str() {
+                meta::PRUNED_THROUGH => meta.pruned_through = value,
+                meta::COMPACTED_THROUGH => meta.compacted_through = value,
+                meta::TOMBSTONES_CHECKED_THROUGH => meta.tombstones_checked_through = value,
+                meta::TOMBSTONES_DROPPED_THROUGH => meta.tombstones_dropped_through = value,
+                _ => {}
+            }
+        }
+        Ok(meta)
     }
 
-    async fn received_before(&self, cutoff: &str) -> Result<i64, StoreError> {
-        // Walks ids upwards from the oldest kept event and stops at the first young one: it
-        // reads only the events about to be pruned.
-        let first_young: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM events WHERE received_at >= ? ORDER BY id LIMIT 1")
-                .bind(cutoff)
-                .fetch_optional(&self.pool)
-                .await?;
-        match first_young {
-            Some(id) => Ok(id - 1),
-            None => last_event_id(&self.pool).await,
-        }
+    async fn received_before(&self, after: i64, cutoff: &str) -> Result<i64, StoreError> {
+        // Walks ids upwards from `after` and stops at the first young event: it reads only the
+        // events that just grew old. One statement, so one snapshot: an append committed
+        // between a search that found no young event and a read of the newest id would be
+        // taken for old.
+        let through: i64 = sqlx::query_scalar(
+            "SELECT MAX(?1, COALESCE(\
+             (SELECT id - 1 FROM events WHERE id > ?1 AND received_at >= ?2 ORDER BY id LIMIT 1), \
+             (SELECT MAX(id) FROM events), ?1))",
+        )
+        .bind(after)
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(through)
+    }
+
+    async fn compact(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError> {
+        self.writer.compact(after, through, before_commit).await
+    }
+
+    async fn drop_tombstones(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError> {
+        self.writer
+            .drop_tombstones(after, through, before_commit)
+            .await
     }
 
     async fn prune(&self, through: i64) -> Result<u64, StoreError> {
@@ -276,7 +316,8 @@ impl EventStore for SqliteStore {
 
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError> {
         let row = sqlx::query(
-            "SELECT position, sync_count, first_sync_time, last_sync_time, feed_epoch FROM devices \
+            "SELECT position, sync_count, first_sync_time, last_sync_time, feed_epoch, tombstone_mark \
+             FROM devices \
              WHERE user_id = ? AND device_id = ? AND app_type = ?",
         )
         .bind(key.user_id)
@@ -292,6 +333,7 @@ impl EventStore for SqliteStore {
                 last_sync_time: row.try_get("last_sync_time")?,
                 // Stored as the same 64 bits in a signed column.
                 feed_epoch: row.try_get::<i64, _>("feed_epoch")? as u64,
+                tombstone_mark: row.try_get("tombstone_mark")?,
             })
         })
         .transpose()

@@ -22,10 +22,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::PRUNED_THROUGH;
+use super::meta;
 use super::space::Space;
-use crate::event::{DedupeKey, EventKind, NewEvent, json_string_list};
-use crate::store::{Appended, BatchResult, DeviceKey, DeviceState, PendingAppend, StoreError};
+use crate::event::{DedupeKey, Event, EventKind, NewEvent, json_string_list};
+use crate::store::{
+    Appended, BatchResult, BeforeCommit, CompactStep, Compacted, DeviceKey, DeviceState,
+    PendingAppend, StoreError,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -43,6 +46,18 @@ enum Job {
     Prune {
         through: i64,
         reply: Reply<u64>,
+    },
+    Compact {
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+        reply: Reply<CompactStep>,
+    },
+    DropTombstones {
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+        reply: Reply<CompactStep>,
     },
     SaveDevices {
         devices: Vec<(DeviceKey, DeviceState)>,
@@ -129,6 +144,36 @@ impl Writer {
         self.call(|reply| Job::Prune { through, reply }).await
     }
 
+    pub(super) async fn compact(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError> {
+        self.call(|reply| Job::Compact {
+            after,
+            through,
+            before_commit,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) async fn drop_tombstones(
+        &self,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
+    ) -> Result<CompactStep, StoreError> {
+        self.call(|reply| Job::DropTombstones {
+            after,
+            through,
+            before_commit,
+            reply,
+        })
+        .await
+    }
+
     pub(super) async fn save_devices(
         &self,
         devices: Vec<(DeviceKey, DeviceState)>,
@@ -198,6 +243,22 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running, spac
             }
             Job::Prune { through, reply } => {
                 let _ = reply.send(prune(&mut conn, through));
+            }
+            Job::Compact {
+                after,
+                through,
+                before_commit,
+                reply,
+            } => {
+                let _ = reply.send(compact(&mut conn, after, through, before_commit));
+            }
+            Job::DropTombstones {
+                after,
+                through,
+                before_commit,
+                reply,
+            } => {
+                let _ = reply.send(drop_tombstones(&mut conn, after, through, before_commit));
             }
             Job::SaveDevices { devices, reply } => {
                 let _ = reply.send(save_devices(&mut conn, &devices));
@@ -387,6 +448,17 @@ fn append_batch<'e>(
                 }
                 // The record changed back to this version: the key moves to the new event.
                 statements.forget_key.execute([id])?;
+            } else if let DedupeKey::Version(_) = dedupe
+                && let Some(newest) = newer_than(statements, event)?
+            {
+                // A version older than what the log has of the record (posts that overtook
+                // each other, or a retry whose first copy compaction has folded away): the
+                // record's newest event stands for it.
+                answers.push(Appended {
+                    id: newest,
+                    duplicate: true,
+                });
+                continue;
             }
             keys.insert(key, next);
         }
@@ -428,26 +500,59 @@ fn is_duplicate(
     if let DedupeKey::Event(_) = dedupe {
         return Ok(true);
     }
-    let newest = statements
+    Ok(match newest_of(statements, event)? {
+        None => true,
+        Some(newest) if newest.id == stored => true,
+        Some(newest) => newest.supersedes(event),
+    })
+}
+
+/// The record's newest event, when it is newer than `event` (a version; see
+/// [`Newest::supersedes`]).
+fn newer_than(
+    statements: &mut Statements<'_>,
+    event: &NewEvent,
+) -> Result<Option<i64>, StoreError> {
+    Ok(newest_of(statements, event)?
+        .filter(|newest| newest.supersedes(event))
+        .map(|newest| newest.id))
+}
+
+/// A record's newest event, as far as telling versions apart goes.
+struct Newest {
+    id: i64,
+    timestamp: String,
+    kind: String,
+}
+
+impl Newest {
+    /// Whether this event makes `event`, a version of the same record, an old one: it is from
+    /// a later time, or it is the record's deletion. Nothing changes a record after its
+    /// deletion: a version from up to the deletion's time (Odoo's deletion carries the last
+    /// write_date) is an old one arriving late.
+    fn supersedes(&self, event: &NewEvent) -> bool {
+        if self.kind == EventKind::Unlink.as_str() {
+            !is_later(&event.timestamp, &self.timestamp)
+        } else {
+            is_later(&self.timestamp, &event.timestamp)
+        }
+    }
+}
+
+fn newest_of(
+    statements: &mut Statements<'_>,
+    event: &NewEvent,
+) -> Result<Option<Newest>, StoreError> {
+    Ok(statements
         .newest
         .query_row(params![event.model, event.record_id], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
+            Ok(Newest {
+                id: row.get(0)?,
+                timestamp: row.get(1)?,
+                kind: row.get(2)?,
+            })
         })
-        .optional()?;
-    Ok(match newest {
-        None => true,
-        Some((newest, _, _)) if newest == stored => true,
-        // Nothing changes a record after its deletion: a version from up to the deletion's
-        // time (Odoo's deletion carries the last write_date) is an old one arriving late.
-        Some((_, time, kind)) if kind == EventKind::Unlink.as_str() => {
-            !is_later(&event.timestamp, &time)
-        }
-        Some((_, time, _)) => is_later(&time, &event.timestamp),
-    })
+        .optional()?)
 }
 
 /// Whether RFC 3339 time `a` is after `b`; false when either does not read as one.
@@ -467,10 +572,158 @@ fn prune(conn: &mut Connection, through: i64) -> Result<u64, StoreError> {
     tx.execute(
         "INSERT INTO log_meta (key, value) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-        params![PRUNED_THROUGH, through],
+        params![meta::PRUNED_THROUGH, through],
     )?;
     tx.commit()?;
     Ok(deleted as u64)
+}
+
+/// Raises a `log_meta` value to `value`.
+fn raise_meta(tx: &rusqlite::Transaction<'_>, key: &str, value: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO log_meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn event_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let id: i64 = row.get(0)?;
+    let kind: String = row.get(3)?;
+    let changed: Option<String> = row.get(6)?;
+    let corrupt = |what: String| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, what.into())
+    };
+    Ok(Event {
+        id,
+        model: row.get(1)?,
+        record_id: row.get(2)?,
+        kind: kind.parse().map_err(corrupt)?,
+        timestamp: row.get(4)?,
+        payload: row.get(5)?,
+        changed_fields: changed
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| corrupt(format!("event {id}: changed_fields: {e}")))
+            })
+            .transpose()?,
+        received_at: row.get(7)?,
+        rev: row.get(8)?,
+    })
+}
+
+/// See [`crate::store::EventStore::compact`].
+fn compact(
+    conn: &mut Connection,
+    after: i64,
+    through: i64,
+    before_commit: BeforeCommit,
+) -> Result<CompactStep, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut changes = Compacted::default();
+    {
+        // The history up to `through` of every record with an event in the range, record by
+        // record, oldest first: one probe of events_by_record per record.
+        let mut histories = tx.prepare_cached(
+            "SELECT id, model, record_id, kind, timestamp, payload, changed_fields, received_at, \
+             rev FROM events WHERE (model, record_id) IN \
+             (SELECT model, record_id FROM events WHERE id > ?1 AND id <= ?2) AND id <= ?2 \
+             ORDER BY model, record_id, id",
+        )?;
+        let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+        let mut rewrite = tx.prepare_cached(
+            "UPDATE events SET kind = ?2, payload = ?3, changed_fields = ?4, rev = ?5 \
+             WHERE id = ?1",
+        )?;
+        let mut rows = histories.query_map(params![after, through], event_of_row)?;
+        let mut history: Vec<Event> = Vec::new();
+        let mut next = rows.next().transpose()?;
+        while let Some(event) = next {
+            next = rows.next().transpose()?;
+            let same_record = next
+                .as_ref()
+                .is_some_and(|n| n.model == event.model && n.record_id == event.record_id);
+            history.push(event);
+            if same_record {
+                continue;
+            }
+            if history.len() > 1
+                && let Some(mut folded) = crate::event::fold(&history)
+            {
+                folded.rev = folded.rev.saturating_add(1);
+                for older in &history[..history.len() - 1] {
+                    delete.execute([older.id])?;
+                    changes.dropped.push(older.id);
+                }
+                rewrite.execute(params![
+                    folded.id,
+                    folded.kind.as_str(),
+                    folded.payload,
+                    folded.changed_fields.as_deref().map(json_string_list),
+                    folded.rev,
+                ])?;
+                changes.rewritten.push(folded);
+            }
+            history.clear();
+        }
+    }
+    raise_meta(&tx, meta::COMPACTED_THROUGH, through)?;
+    let step = CompactStep {
+        dropped: changes.dropped.len() as u64,
+        rewritten: changes.rewritten.len() as u64,
+    };
+    before_commit(&changes);
+    tx.commit()?;
+    Ok(step)
+}
+
+/// See [`crate::store::EventStore::drop_tombstones`].
+fn drop_tombstones(
+    conn: &mut Connection,
+    after: i64,
+    through: i64,
+    before_commit: BeforeCommit,
+) -> Result<CompactStep, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut changes = Compacted::default();
+    {
+        let mut tombstones = tx.prepare_cached(
+            "SELECT id, model, record_id FROM events AS e WHERE id > ?1 AND id <= ?2 \
+             AND kind = 'unlink' AND NOT EXISTS (SELECT 1 FROM events AS n \
+             WHERE n.model = e.model AND n.record_id = e.record_id AND n.id > e.id)",
+        )?;
+        let mut history = tx.prepare_cached(
+            "SELECT id FROM events WHERE model = ?1 AND record_id = ?2 AND id <= ?3",
+        )?;
+        let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+        let found: Vec<(i64, String, i64)> = tombstones
+            .query_map(params![after, through], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (id, model, record_id) in found {
+            let ids: Vec<i64> = history
+                .query_map(params![model, record_id, id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                delete.execute([id])?;
+                changes.dropped.push(id);
+            }
+        }
+    }
+    raise_meta(&tx, meta::TOMBSTONES_CHECKED_THROUGH, through)?;
+    // A tombstone is its record's newest event: the newest id dropped is a tombstone.
+    if let Some(&newest) = changes.dropped.iter().max() {
+        raise_meta(&tx, meta::TOMBSTONES_DROPPED_THROUGH, newest)?;
+    }
+    let step = CompactStep {
+        dropped: changes.dropped.len() as u64,
+        rewritten: 0,
+    };
+    before_commit(&changes);
+    tx.commit()?;
+    Ok(step)
 }
 
 fn save_devices(
@@ -481,10 +734,12 @@ fn save_devices(
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO devices (user_id, device_id, app_type, position, sync_count, \
-             first_sync_time, last_sync_time, feed_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             first_sync_time, last_sync_time, feed_epoch, tombstone_mark) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (user_id, device_id, app_type) DO UPDATE SET \
              position = excluded.position, sync_count = excluded.sync_count, \
-             last_sync_time = excluded.last_sync_time, feed_epoch = excluded.feed_epoch",
+             last_sync_time = excluded.last_sync_time, feed_epoch = excluded.feed_epoch, \
+             tombstone_mark = excluded.tombstone_mark",
         )?;
         for (key, state) in devices {
             upsert.execute(params![
@@ -497,6 +752,7 @@ fn save_devices(
                 state.last_sync_time,
                 // Stored as the same 64 bits in a signed column.
                 state.feed_epoch as i64,
+                state.tombstone_mark,
             ])?;
         }
     }
@@ -696,17 +952,35 @@ mod tests {
         .await;
         assert_eq!(answers[0].as_ref().expect("deletion"), &[fresh(7)]);
         assert_eq!(answers[1].as_ref().expect("C after it"), &[duplicate(4)]);
-        // A batch that stores again a version an earlier batch of its transaction stored, then
-        // meets it once more, finds it at its new place.
+        // A version never seen before is old too when the record's newest event is later, or
+        // is its deletion: posts that overtook each other, or a copy of one compaction folded.
         let answers = append_queued_together(
             &store,
             vec![
-                vec![version("E", later)],
+                vec![version("never seen", later)],
+                vec![version("older", t)],
+            ],
+        )
+        .await;
+        assert_eq!(
+            answers[0].as_ref().expect("at the deletion"),
+            &[duplicate(7)]
+        );
+        assert_eq!(answers[1].as_ref().expect("before it"), &[duplicate(7)]);
+        // A batch that stores again a version an earlier batch of its transaction stored, then
+        // meets it once more, finds it at its new place (the record came back after its
+        // deletion).
+        let even_later = "2024-01-15T10:32:00Z";
+        let answers = append_queued_together(
+            &store,
+            vec![
+                vec![version("E", even_later)],
                 vec![
-                    version("F", later),
-                    version("E", later),
-                    version("E", later),
+                    version("F", even_later),
+                    version("E", even_later),
+                    version("E", even_later),
                 ],
+                vec![version("G", later)],
             ],
         )
         .await;
@@ -715,6 +989,132 @@ mod tests {
             answers[1].as_ref().expect("F, E, E"),
             &[fresh(9), fresh(10), duplicate(10)]
         );
+        assert_eq!(answers[2].as_ref().expect("G, older"), &[duplicate(10)]);
+        store.close().await;
+    }
+
+    /// An event of `sale.order` record `record_id`.
+    fn change(record_id: i64, kind: EventKind, payload: &str) -> NewEvent {
+        NewEvent {
+            record_id,
+            kind,
+            payload: Some(payload.into()),
+            ..NewEvent::test_write("sale.order", None)
+        }
+    }
+
+    /// (id, record_id, kind, payload, rev) of every stored event.
+    async fn stored(store: &SqliteStore) -> Vec<(i64, i64, String, String, i64)> {
+        sqlx::query_as("SELECT id, record_id, kind, payload, rev FROM events ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .expect("read")
+    }
+
+    /// Runs `step` and returns what it showed its caller before committing.
+    async fn shown<F, Fut>(step: F) -> (CompactStep, Compacted)
+    where
+        F: FnOnce(BeforeCommit) -> Fut,
+        Fut: std::future::Future<Output = Result<CompactStep, StoreError>>,
+    {
+        let (tell, told) = std::sync::mpsc::channel();
+        let done = step(Box::new(move |changes: &Compacted| {
+            let _ = tell.send(Compacted {
+                dropped: changes.dropped.clone(),
+                rewritten: changes.rewritten.clone(),
+            });
+        }))
+        .await
+        .expect("step");
+        (done, told.recv().expect("shown before the commit"))
+    }
+
+    #[tokio::test]
+    async fn compaction_folds_each_record_into_its_newest_change_and_drops_old_tombstones() {
+        use EventKind::{Create, Unlink, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_for_test(&dir).await;
+        let events = vec![
+            change(1, Create, r#"{"a":1,"b":1}"#),
+            change(2, Create, r#"{"a":1}"#),
+            change(1, Write, r#"{"b":2}"#),
+            change(3, Create, r#"{"a":3}"#),
+            change(3, Unlink, r#"{"a":3}"#),
+            change(1, Write, r#"{"a":5,"b":2}"#),
+            change(2, Write, r#"{"a":2}"#),
+        ];
+        let answers = store.append(vec![Arc::new(events)]).await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+
+        // Up to id 4: record 1 (ids 1, 3) folds into 3; record 3 has only its create there.
+        let (step, changes) = shown(|hook| store.compact(0, 4, hook)).await;
+        assert_eq!(
+            step,
+            CompactStep {
+                dropped: 1,
+                rewritten: 1
+            }
+        );
+        assert_eq!(changes.dropped, [1]);
+        assert_eq!(changes.rewritten.len(), 1);
+        assert_eq!(
+            (
+                changes.rewritten[0].id,
+                changes.rewritten[0].kind,
+                changes.rewritten[0].rev
+            ),
+            (3, Create, 1)
+        );
+        // Then the rest: record 1 (3, 6) into 6, record 3 (4, 5) into 5, record 2 (2, 7) into 7.
+        let (step, changes) = shown(|hook| store.compact(4, 7, hook)).await;
+        assert_eq!(
+            step,
+            CompactStep {
+                dropped: 3,
+                rewritten: 3
+            }
+        );
+        let mut dropped = changes.dropped.clone();
+        dropped.sort_unstable();
+        assert_eq!(dropped, [2, 3, 4]);
+        assert_eq!(
+            stored(&store).await,
+            [
+                (5, 3, "unlink".into(), r#"{"a":3}"#.into(), 1),
+                (6, 1, "create".into(), r#"{"a":5,"b":2}"#.into(), 1),
+                (7, 2, "create".into(), r#"{"a":2}"#.into(), 1),
+            ]
+        );
+        // Nothing is left to fold.
+        let (step, _) = shown(|hook| store.compact(0, 7, hook)).await;
+        assert_eq!(step, CompactStep::default());
+
+        // Deletions that are their record's newest event go; the highest one is remembered.
+        let (step, changes) = shown(|hook| store.drop_tombstones(0, 7, hook)).await;
+        assert_eq!(
+            step,
+            CompactStep {
+                dropped: 1,
+                rewritten: 0
+            }
+        );
+        assert_eq!(changes.dropped, [5]);
+        assert_eq!(stored(&store).await.len(), 2);
+        let meta = store.log_meta().await.expect("meta");
+        assert_eq!(
+            meta,
+            crate::store::LogMeta {
+                pruned_through: 0,
+                compacted_through: 7,
+                tombstones_checked_through: 7,
+                tombstones_dropped_through: 5,
+            }
+        );
+        // A new event takes a fresh id: ids of dropped events are never reused.
+        let next = store
+            .append(vec![Arc::new(vec![change(9, Create, "{}")])])
+            .await;
+        assert_eq!(next[0].as_ref().expect("appended"), &[fresh(8)]);
         store.close().await;
     }
 

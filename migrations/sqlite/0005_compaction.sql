@@ -1,0 +1,14 @@
+-- Compaction folds a record's older changes into a newer event of the same record and drops
+-- them. `rev` counts how often an event was rewritten so: what was derived from an earlier
+-- revision (a plugin's kept answer) is stale.
+ALTER TABLE events ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+-- log_meta gains, as compaction runs:
+--   compacted_through:          every event up to this id had its record's older changes folded
+--                               into it when compaction passed it;
+--   tombstones_checked_through: deletions up to this id were looked at for dropping;
+--   tombstones_dropped_through: the newest deletion dropped; a device positioned before it may
+--                               have missed it, and must start over.
+
+-- The newest deletion compaction had dropped when the device began reading the log from its
+-- start: deletions dropped up to there cannot concern it.
+ALTER TABLE devices ADD COLUMN tombstone_mark INTEGER NOT NULL DEFAULT 0;
