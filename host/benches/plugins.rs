@@ -44,6 +44,8 @@ fn events(models: &[&str]) -> Vec<Arc<LoggedEvent>> {
                 changed_fields: None,
                 received_at: "2024-01-15T10:30:01Z".into(),
                 rev: 0,
+                prior: smartsync::event::Prior::Unknown,
+                folded_from: None,
             })
         })
         .collect()
@@ -64,6 +66,11 @@ fn sdk_events(events: &[Arc<LoggedEvent>]) -> Vec<smartsync_sdk::Event> {
             timestamp: e.event.timestamp.clone(),
             payload: e.event.payload.clone(),
             changed_fields: e.event.changed_fields.clone(),
+            prior: match &e.event.prior {
+                smartsync::event::Prior::None => smartsync_sdk::Prior::None,
+                smartsync::event::Prior::Unknown => smartsync_sdk::Prior::Unknown,
+                smartsync::event::Prior::Changed(v) => smartsync_sdk::Prior::Changed(v.clone()),
+            },
         })
         .collect()
 }
@@ -114,19 +121,19 @@ fn main() {
             "sales_app",
             &["sale.order", "res.partner", "product.template"],
             json!({}),
-            sales_app::SalesApp::shape,
+            smartsync_sdk::FeedPlugin::<sales_app::SalesApp>::shape,
         ),
         (
             "sales_app",
             &["sale.order", "res.partner", "product.template"],
             json!({"only_own_orders": true, "fields": ["name", "state"]}),
-            sales_app::SalesApp::shape,
+            smartsync_sdk::FeedPlugin::<sales_app::SalesApp>::shape,
         ),
         (
             "delivery_app",
             &["stock.picking"],
             json!({"only_outgoing": true}),
-            delivery_app::DeliveryApp::shape,
+            smartsync_sdk::FeedPlugin::<delivery_app::DeliveryApp>::shape,
         ),
         (
             "manager_app",
@@ -138,7 +145,7 @@ fn main() {
                 "hr.expense",
             ],
             json!({}),
-            manager_app::ManagerApp::shape,
+            smartsync_sdk::FeedPlugin::<manager_app::ManagerApp>::shape,
         ),
     ];
     println!(

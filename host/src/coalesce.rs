@@ -6,8 +6,9 @@
 //! | `write`s | one `write`, with the union of their `changed_fields` (none when one is unknown) |
 //! | anything, then `unlink` | `unlink` |
 //! | `create` ... `unlink` | nothing: the record came and went |
+//! | `unlink`, then `create` or `write`s | what follows the `unlink`, by the rows above: the record came back |
 //!
-//! The coalesced event takes the id and timestamp of the record's last change, and answers stay
+//! A removal from the feed (`"reason": "left_feed"`) counts as an `unlink`. The coalesced event takes the id and timestamp of the record's last change, and answers stay
 //! in id order. The device's position still moves past every event read.
 
 use std::collections::HashMap;
@@ -37,12 +38,20 @@ impl AnswerEvent {
         }
     }
 
+    /// What the client is told happened: an `unlink` for a removal from its feed.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            AnswerEvent::Shaped { shaped, .. } if shaped.removal => EventKind::Unlink,
+            other => other.event().kind,
+        }
+    }
+
     /// The payload the client receives.
     fn payload(&self) -> Option<&str> {
         match self {
             AnswerEvent::Logged(e) => e.event.payload.as_deref(),
             AnswerEvent::Shaped { source, shaped } => {
-                shaped.payload.resolve(source.event.payload.as_deref())
+                shaped.resolve(source.event.payload.as_deref())
             }
             AnswerEvent::Merged { event, .. } => event.payload.as_deref(),
         }
@@ -93,32 +102,41 @@ pub fn coalesce(events: Vec<AnswerEvent>) -> Vec<AnswerEvent> {
 
 /// One record's changes, oldest first, as one event (or none).
 fn merge(mut changes: Vec<AnswerEvent>) -> Option<AnswerEvent> {
-    let first_kind = changes.first()?.event().kind;
+    let first_kind = changes.first()?.kind();
     let last = changes.pop()?;
     if changes.is_empty() {
         return Some(last);
     }
-    match (first_kind, last.event().kind) {
-        (EventKind::Create, EventKind::Unlink) => None,
-        (_, EventKind::Unlink) => Some(last),
-        (first_kind, _) => {
-            let mut event = last.event().clone();
-            event.payload = last.payload().map(str::to_string).or_else(|| {
-                changes
-                    .iter()
-                    .rev()
-                    .find_map(|c| c.payload().map(str::to_string))
-            });
-            event.kind = first_kind;
-            event.changed_fields = match first_kind {
-                // A created record is sent whole.
-                EventKind::Create => None,
-                _ => union_of_changed_fields(changes.iter().chain([&last])),
-            };
-            let data = last.data().map(str::to_string);
-            Some(AnswerEvent::Merged { event, data })
-        }
+    if last.kind() == EventKind::Unlink {
+        // Came and went, or went.
+        return (first_kind != EventKind::Create).then_some(last);
     }
+    // What follows the record's last deletion (if it came back) says what it is now.
+    let since = changes
+        .iter()
+        .rposition(|c| c.kind() == EventKind::Unlink)
+        .map_or(0, |at| at + 1);
+    let changes = changes.split_off(since);
+    let Some(first) = changes.first() else {
+        // The record came back with this change alone.
+        return Some(last);
+    };
+    let first_kind = first.kind();
+    let mut event = last.event().clone();
+    event.payload = last.payload().map(str::to_string).or_else(|| {
+        changes
+            .iter()
+            .rev()
+            .find_map(|c| c.payload().map(str::to_string))
+    });
+    event.kind = first_kind;
+    event.changed_fields = match first_kind {
+        // A created record is sent whole.
+        EventKind::Create => None,
+        _ => union_of_changed_fields(changes.iter().chain([&last])),
+    };
+    let data = last.data().map(str::to_string);
+    Some(AnswerEvent::Merged { event, data })
 }
 
 fn union_of_changed_fields<'a>(
@@ -156,6 +174,8 @@ mod tests {
             changed_fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
             received_at: "2024-01-15T10:00:00Z".into(),
             rev: 0,
+            prior: crate::event::Prior::Unknown,
+            folded_from: None,
         }))
     }
 
@@ -228,6 +248,31 @@ mod tests {
             change(5, 8, Unlink, None, None),
         ]);
         assert_eq!(summary(&out), vec![(2, 7, Unlink, None, None)]);
+    }
+
+    #[test]
+    fn a_record_that_came_back_is_what_follows_its_deletion() {
+        let out = coalesce(vec![
+            change(1, 7, Write, Some(r#"{"v":1}"#), None),
+            change(2, 7, Unlink, None, None),
+            change(3, 7, Create, Some(r#"{"v":3}"#), None),
+            change(4, 7, Write, Some(r#"{"v":4}"#), Some(&["v"])),
+            change(5, 8, Unlink, None, None),
+            change(6, 8, Write, Some(r#"{"w":6}"#), Some(&["w"])),
+        ]);
+        assert_eq!(
+            summary(&out),
+            vec![
+                (4, 7, Create, Some(r#"{"v":4}"#.into()), None),
+                (
+                    6,
+                    8,
+                    Write,
+                    Some(r#"{"w":6}"#.into()),
+                    Some(vec!["w".into()])
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The event: one change to one Odoo record, as the log stores it and the API shows it.
 
 mod fold;
+mod prior;
 pub use fold::fold;
+pub use prior::{Derived, Previous, derive};
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
@@ -48,6 +50,20 @@ impl FromStr for EventKind {
             )),
         }
     }
+}
+
+/// What a record was just before an event, as far as the log knows: the plugin's view of the
+/// record's previous version, which tells it whether a device held the record before.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Prior {
+    /// The record did not exist: it is new to the log, or came back after its deletion.
+    None,
+    /// Not known: no earlier event of the record was kept when this one was appended.
+    #[default]
+    Unknown,
+    /// The values before this event of the fields it changed, as a JSON object; every other
+    /// field was what the payload says.
+    Changed(String),
 }
 
 /// An event on its way into the log: validated, not yet numbered.
@@ -104,6 +120,32 @@ pub struct Event {
     /// How often compaction rewrote the event since it was appended (folding older changes of
     /// its record into it): what was derived from an earlier revision is stale.
     pub rev: u32,
+    /// What the record was just before this event (before the whole folded history, for an
+    /// event compaction folded older changes into).
+    pub prior: Prior,
+    /// The id of the oldest change compaction folded into this event, if any: a device
+    /// positioned at or after it read part of that history, and what it holds of the record
+    /// is not known.
+    pub folded_from: Option<i64>,
+}
+
+impl Prior {
+    /// As the log stores it (see migration 0005): `NULL`, `''` or a JSON object.
+    pub fn to_column(&self) -> Option<&str> {
+        match self {
+            Prior::Unknown => None,
+            Prior::None => Some(""),
+            Prior::Changed(values) => Some(values),
+        }
+    }
+
+    pub fn from_column(column: Option<String>) -> Prior {
+        match column {
+            None => Prior::Unknown,
+            Some(text) if text.is_empty() => Prior::None,
+            Some(values) => Prior::Changed(values),
+        }
+    }
 }
 
 impl Event {
@@ -118,6 +160,8 @@ impl Event {
             changed_fields: new.changed_fields,
             received_at: new.received_at,
             rev: 0,
+            prior: Prior::Unknown,
+            folded_from: None,
         }
     }
 
@@ -130,6 +174,29 @@ impl Event {
     /// The wire form with another payload, and a `data` object (both JSON objects, checked by
     /// the caller): how a plugin's shaped event reaches the client.
     pub fn wire_json_with(&self, payload: Option<&str>, data: Option<&str>) -> String {
+        self.render(
+            self.kind,
+            payload,
+            self.changed_fields.as_deref(),
+            None,
+            data,
+        )
+    }
+
+    /// The event as the removal of its record from a device's feed: an `unlink` with
+    /// `"reason": "left_feed"`, without payload, with `data` (a JSON object) when given.
+    pub fn left_feed_wire_json(&self, data: Option<&str>) -> String {
+        self.render(EventKind::Unlink, None, None, Some("left_feed"), data)
+    }
+
+    fn render(
+        &self,
+        kind: EventKind,
+        payload: Option<&str>,
+        changed_fields: Option<&[String]>,
+        reason: Option<&str>,
+        data: Option<&str>,
+    ) -> String {
         let mut out = String::with_capacity(
             96 + self.model.len() + payload.map_or(0, str::len) + data.map_or(0, str::len),
         );
@@ -140,7 +207,7 @@ impl Event {
         out.push_str(",\"record_id\":");
         let _ = write!(out, "{}", self.record_id);
         out.push_str(",\"event\":\"");
-        out.push_str(self.kind.as_str());
+        out.push_str(kind.as_str());
         out.push_str("\",\"timestamp\":");
         push_json_str(&mut out, &self.timestamp);
         if let Some(payload) = payload {
@@ -148,9 +215,13 @@ impl Event {
             out.push_str(",\"payload\":");
             out.push_str(payload);
         }
-        if let Some(fields) = &self.changed_fields {
+        if let Some(fields) = changed_fields {
             out.push_str(",\"changed_fields\":");
             push_json_string_list(&mut out, fields);
+        }
+        if let Some(reason) = reason {
+            out.push_str(",\"reason\":");
+            push_json_str(&mut out, reason);
         }
         if let Some(data) = data {
             out.push_str(",\"data\":");
@@ -295,6 +366,8 @@ mod tests {
             changed_fields: Some(vec!["state".into()]),
             received_at: "2024-01-15T10:30:01Z".into(),
             rev: 0,
+            prior: Prior::Unknown,
+            folded_from: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&event.to_wire_json()).expect("wire form is JSON");

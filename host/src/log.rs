@@ -678,7 +678,15 @@ fn publish(shared: &Shared, done: InFlight, results: Vec<BatchResult>) {
                         .into_iter()
                         .zip(&answers)
                         .filter(|(_, answer)| !answer.duplicate)
-                        .map(|(event, answer)| LoggedEvent::new(Event::from_new(answer.id, event))),
+                        .map(|(event, answer)| {
+                            let mut event = Event::from_new(answer.id, event);
+                            // As the store keeps it: with what it derived from the history.
+                            if let Some(derived) = &answer.derived {
+                                event.prior = derived.prior.clone();
+                                event.changed_fields = derived.changed_fields.clone();
+                            }
+                            LoggedEvent::new(event)
+                        }),
                 );
                 answered.push((reply, answers));
             }

@@ -1,7 +1,8 @@
 //! WASM feed plugins: one per app_type, chosen in plugins.toml, filtering and shaping the events
 //! a pull returns.
 //!
-//! A plugin is a WebAssembly component built against `sdk/wit/plugin.wit`. It runs sandboxed:
+//! A plugin is a WebAssembly component built against `sdk/wit/plugin.wit` (or the contract's
+//! earlier version, `sdk/wit-0.1.0/`). It runs sandboxed:
 //! no filesystem, network or environment, a deadline and a memory cap on every call, and its
 //! output is checked before anyone sees it. A failing plugin stops its own feed with a typed
 //! error and never hands out an unfiltered one.
@@ -34,6 +35,8 @@ pub struct Manifest {
     /// The context fields the plugin's answers depend on, when it lets the host reuse them
     /// (`answers-depend-on`); `None`: every pull calls the plugin.
     pub answers_depend_on: Option<Vec<ContextField>>,
+    /// The version of the contract the plugin was built against (`0.2.0`, `0.1.0`).
+    pub contract: Option<&'static str>,
 }
 
 /// A field of the call context (`context-field` in the contract).
@@ -67,6 +70,9 @@ pub struct Shaped {
     pub payload: ShapedPayload,
     /// The client's `data` field (a JSON object), if any.
     pub data: Option<String>,
+    /// The record left the user's feed: the client receives an `unlink` with `"reason":
+    /// "left_feed"`, without payload.
+    pub removal: bool,
 }
 
 /// What a plugin did with an event's payload.

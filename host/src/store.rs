@@ -18,7 +18,7 @@ pub use device::{DeviceKey, DeviceState};
 pub use settings::Settings;
 pub use sqlite::SqliteStore;
 
-use crate::event::{Event, NewEvent};
+use crate::event::{Derived, Event, NewEvent};
 
 /// What became of one batch of [`EventStore::append`].
 pub type BatchResult = Result<Vec<Appended>, StoreError>;
@@ -28,12 +28,15 @@ pub type BatchResult = Result<Vec<Appended>, StoreError>;
 pub type PendingAppend = Pin<Box<dyn Future<Output = Vec<BatchResult>> + Send + 'static>>;
 
 /// What became of one appended event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub id: i64,
     /// The event's dedupe key was already in the log: nothing was stored and `id` is the
     /// original event's.
     pub duplicate: bool,
+    /// What the store derived for a stored event from its record's history (`None` for a
+    /// duplicate): the event as stored has this prior and these `changed_fields`.
+    pub derived: Option<Arc<Derived>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 //! sends each batch.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ use crate::app::App;
 use crate::coalesce::{AnswerEvent, coalesce};
 use crate::config::RetentionMode;
 use crate::error::{ApiError, ApiResult};
-use crate::event::now_rfc3339;
+use crate::event::{LoggedEvent, Prior, now_rfc3339};
 use crate::identity::Identity;
 use crate::log::ModelFilter;
 use crate::plugin::{ActivePlugin, AppFeed, CallContext, OnUpgrade, PluginFailure};
@@ -628,10 +629,8 @@ async fn plugin_page(
             return Ok(page);
         }
         scanned += chunk.events.len();
-        let shaped = plugin
-            .answer(ctx, &chunk.events)
-            .await
-            .map_err(plugin_failed)?;
+        let events = as_seen_from(chunk.events, start);
+        let shaped = plugin.answer(ctx, &events).await.map_err(plugin_failed)?;
         let fits = shaped.len() <= want;
         page.events.reserve(shaped.len().min(want));
         for (source, shaped) in shaped.into_iter().take(want) {
@@ -652,6 +651,34 @@ async fn plugin_page(
             return Ok(page);
         }
     }
+}
+
+/// Marks the revision of an event whose prior a device at its position cannot rely on.
+const BLIND: u32 = 1 << 31;
+
+/// `events` as a device positioned at `position` sees them: an event that compaction folded a
+/// history into, which the device read part of, has an unknown prior for it (what it holds of
+/// the record cannot be told). Such an event is another revision of it, so that answers kept
+/// for the two are kept apart.
+fn as_seen_from(events: Vec<Arc<LoggedEvent>>, position: i64) -> Vec<Arc<LoggedEvent>> {
+    if !events
+        .iter()
+        .any(|e| e.event.folded_from.is_some_and(|from| from <= position))
+    {
+        return events;
+    }
+    events
+        .into_iter()
+        .map(|e| match e.event.folded_from {
+            Some(from) if from <= position && e.event.prior != Prior::Unknown => {
+                let mut event = e.event.clone();
+                event.prior = Prior::Unknown;
+                event.rev |= BLIND;
+                LoggedEvent::new(event)
+            }
+            _ => e,
+        })
+        .collect()
 }
 
 pub async fn state(

@@ -2,6 +2,14 @@
 -- them. `rev` counts how often an event was rewritten so: what was derived from an earlier
 -- revision (a plugin's kept answer) is stale.
 ALTER TABLE events ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+-- What the record was just before the event, worked out at append from its newest event:
+-- NULL when not known, '' when it did not exist (new, or back after its deletion), else the
+-- values before the event of the fields it changed, as a JSON object. Plugins read a record's
+-- previous version from it, to tell a device that the record left its feed.
+ALTER TABLE events ADD COLUMN previous TEXT;
+-- The oldest change compaction folded into the event (NULL: none): a device positioned at or
+-- after it read part of that history, and what it holds of the record is not known.
+ALTER TABLE events ADD COLUMN folded_from INTEGER;
 -- log_meta gains, as compaction runs:
 --   compacted_through:          every event up to this id had its record's older changes folded
 --                               into it when compaction passed it;

@@ -95,6 +95,20 @@ impl<'a> Payload<'a> {
             .map(|Text(t)| t)
     }
 
+    /// This version with `changes` put over it: each field of `changes` replaces (or adds)
+    /// the field of that name. A record's previous version is its payload with its
+    /// [`Prior::Changed`](crate::Prior::Changed) values put over it.
+    pub fn overlaid(&self, changes: &Payload<'a>) -> Payload<'a> {
+        let mut fields = self.fields.clone();
+        for (key, value) in &changes.fields {
+            match fields.iter_mut().find(|(k, _)| k == key) {
+                Some(field) => field.1 = value,
+                None => fields.push((key.clone(), value)),
+            }
+        }
+        Payload { fields }
+    }
+
     /// Keeps only `fields`.
     pub fn retain(&mut self, fields: &[String]) {
         self.fields
@@ -180,11 +194,23 @@ impl Event {
 
 impl ShapedEvent {
     /// The event as it is, payload included.
-    pub fn keep(event: Event) -> ShapedEvent {
+    pub fn keep(event: &Event) -> ShapedEvent {
         ShapedEvent {
             id: event.id,
             payload: PayloadChange::Keep,
             data: None,
+            removal: false,
+        }
+    }
+
+    /// The record left the user's feed: the client receives the event as an `unlink` with
+    /// `"reason": "left_feed"`, without payload.
+    pub fn remove(event: &Event) -> ShapedEvent {
+        ShapedEvent {
+            id: event.id,
+            payload: PayloadChange::Drop,
+            data: None,
+            removal: true,
         }
     }
 
@@ -268,6 +294,17 @@ mod tests {
             json,
             serde_json::json!({"id": 1, "na\"me": "x", "state": {"a": [1]}})
         );
+    }
+
+    #[test]
+    fn a_previous_version_is_the_payload_with_the_changed_values_put_back() {
+        let now = Payload::parse(r#"{"id": 7, "user_id": 6, "state": "sale"}"#).expect("object");
+        let before = Payload::parse(r#"{"user_id": 5, "note": "x"}"#).expect("object");
+        let previous = now.overlaid(&before);
+        assert_eq!(previous.id("user_id"), Some(5));
+        assert_eq!(previous.str("state").as_deref(), Some("sale"));
+        assert_eq!(previous.str("note").as_deref(), Some("x"));
+        assert_eq!(now.id("user_id"), Some(6));
     }
 
     #[test]

@@ -2,29 +2,36 @@
 //!
 //! A plugin decides which of an app_type's events a device receives, and in what shape. It is a
 //! WebAssembly component built for `wasm32-wasip2` against the contract in `sdk/wit/plugin.wit`;
-//! this crate holds the Rust side of that contract. Implement [`Plugin`] and export it:
+//! this crate holds the Rust side of that contract.
+//!
+//! Most plugins say which records a user's feed holds, and the SDK works out the rest (what to
+//! send, what to leave out, and which devices must be told that a record left their feed):
 //!
 //! ```
 //! use smartsync_sdk::prelude::*;
 //!
-//! struct OnlyOrders;
+//! struct OwnOrders;
 //!
-//! impl Plugin for OnlyOrders {
+//! impl Feed for OwnOrders {
+//!     type Config = NoConfig;
 //!     fn describe() -> Manifest {
-//!         Manifest::new("only-orders", "0.1.0").with_models(&["sale.order"])
+//!         Manifest::new("own-orders", "0.1.0").with_models(&["sale.order"]).with_payloads()
 //!     }
-//!
-//!     fn shape(_ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-//!         Ok(events.into_iter().filter(|e| e.kind != EventKind::Unlink).map(ShapedEvent::keep).collect())
+//!     fn holds(order: &Record, ctx: &Context, _: &NoConfig) -> Holds {
+//!         order.id("user_id").map(|salesperson| salesperson == ctx.user_id).into()
 //!     }
 //! }
 //!
-//! smartsync_sdk::export_plugin!(OnlyOrders);
+//! smartsync_sdk::export_feed!(OwnOrders);
 //! ```
 //!
+//! A plugin that needs every decision in its hands implements [`Plugin`] and exports it with
+//! [`export_plugin!`].
+//!
 //! The same code runs natively, so a plugin's logic is unit-tested with plain `cargo test`:
-//! call `OnlyOrders::shape(testing::context(5), vec![testing::event(1, "sale.order", 7, EventKind::Create)])`.
+//! call `FeedPlugin::<OwnOrders>::shape(testing::context(5), vec![testing::event(1, "sale.order", 7, EventKind::Create)])`.
 
+mod feed;
 mod helpers;
 pub mod testing;
 
@@ -44,6 +51,13 @@ pub mod bindings {
 pub trait Plugin {
     /// Describes the plugin. Called once at load; must not depend on a config.
     fn describe() -> Manifest;
+
+    /// Checks the plugin's config table (JSON) once at load: an error, a sentence naming the
+    /// key at fault, refuses the reload and the running version stays (default: any config).
+    fn check_config(config: &str) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
 
     /// Filters and shapes `events`, which are in log order. Returns the events the client
     /// should receive, in the same order, each input event at most once.
@@ -71,13 +85,18 @@ pub trait Plugin {
 /// one test or benchmark binary.
 #[macro_export]
 macro_rules! export_plugin {
-    ($plugin:ident) => {
+    ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct Exported;
             impl $crate::bindings::Guest for Exported {
                 fn describe() -> $crate::Manifest {
                     <$plugin as $crate::Plugin>::describe()
+                }
+                fn check_config(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    <$plugin as $crate::Plugin>::check_config(&config)
                 }
                 fn shape(
                     ctx: $crate::Context,
@@ -94,9 +113,20 @@ macro_rules! export_plugin {
         };
     };
 }
+/// Exports a type implementing [`Feed`] as the component's functions (see
+/// [`export_plugin!`]).
+#[macro_export]
+macro_rules! export_feed {
+    ($feed:ty) => {
+        $crate::export_plugin!($crate::FeedPlugin<$feed>);
+    };
+}
+
 pub use bindings::smartsync::plugin::types::{
-    Context, ContextField, Event, EventKind, Manifest, PayloadChange, PluginError, ShapedEvent,
+    Context, ContextField, Event, EventKind, Manifest, PayloadChange, PluginError, Prior,
+    ShapedEvent,
 };
+pub use feed::{Feed, FeedPlugin, Holds, NoConfig, Record, decide};
 pub use helpers::{Payload, parse_config};
 /// Re-exported so plugins can build `data` objects without naming their own dependency.
 pub use serde_json;
@@ -104,8 +134,8 @@ pub use serde_json;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Context, ContextField, Event, EventKind, Manifest, Payload, PayloadChange, Plugin,
-        PluginError, ShapedEvent, parse_config,
+        Context, ContextField, Event, EventKind, Feed, FeedPlugin, Holds, Manifest, NoConfig,
+        Payload, PayloadChange, Plugin, PluginError, Prior, Record, ShapedEvent, parse_config,
     };
     pub use serde_json::{Value, json};
 }

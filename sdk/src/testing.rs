@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{Context, ContextField, Event, EventKind, PayloadChange, Plugin, ShapedEvent};
+use crate::{Context, ContextField, Event, EventKind, PayloadChange, Plugin, Prior, ShapedEvent};
 
 /// The context of user `user_id` in company 1, with an empty config.
 pub fn context(user_id: i64) -> Context {
@@ -23,7 +23,9 @@ pub fn with_config(mut ctx: Context, config: Value) -> Context {
     ctx
 }
 
-/// An event without payload.
+/// An event without payload. A create's record did not exist before it; the record of a write
+/// or an unlink was as the event's payload says (a change of nothing a rule reads): set another
+/// prior with [`with_prior`].
 pub fn event(id: i64, model: &str, record_id: i64, kind: EventKind) -> Event {
     Event {
         id,
@@ -33,7 +35,21 @@ pub fn event(id: i64, model: &str, record_id: i64, kind: EventKind) -> Event {
         timestamp: "2024-01-15T10:30:00Z".into(),
         payload: None,
         changed_fields: None,
+        prior: match kind {
+            EventKind::Create => Prior::None,
+            EventKind::Write | EventKind::Unlink => Prior::Changed("{}".into()),
+        },
     }
+}
+
+/// `event` with what its record was before: `Some(values)`, the values before it of the
+/// fields it changed; `None`, not known.
+pub fn with_prior(mut event: Event, before: Option<Value>) -> Event {
+    event.prior = match before {
+        Some(values) => Prior::Changed(values.to_string()),
+        None => Prior::Unknown,
+    };
+    event
 }
 
 /// `event` with `payload`.
@@ -155,7 +171,8 @@ pub fn check_deletions_scoped<P: Plugin>(ctx: &Context, events: &[Event]) {
             |answer: &Option<ShapedEvent>| answer.is_some() && *answer != bare_answer;
         match event.kind {
             EventKind::Create | EventKind::Write => {
-                if answer_alone::<P>(ctx, event).is_some() {
+                // A removal says the record is not the caller's: like a drop, here.
+                if answer_alone::<P>(ctx, event).is_some_and(|a| !a.removal) {
                     continue;
                 }
                 let deleted = answer_alone::<P>(ctx, &unlink);
@@ -269,7 +286,7 @@ mod tests {
             Ok(events
                 .into_iter()
                 .filter(|e| e.kind == EventKind::Unlink || scope(e) != Scope::Out)
-                .map(ShapedEvent::keep)
+                .map(|e| ShapedEvent::keep(&e))
                 .collect())
         }
     }
@@ -287,9 +304,9 @@ mod tests {
                 .filter_map(|e| match (e.kind, scope(&e)) {
                     (_, Scope::Out) => None,
                     (EventKind::Unlink, Scope::Unknown) => {
-                        Some(ShapedEvent::keep(e).with_payload(None))
+                        Some(ShapedEvent::keep(&e).with_payload(None))
                     }
-                    _ => Some(ShapedEvent::keep(e)),
+                    _ => Some(ShapedEvent::keep(&e)),
                 })
                 .collect())
         }
@@ -310,7 +327,7 @@ mod tests {
             let mut shaped = Scoped::shape(ctx, others)?;
             shaped.extend(unlinks.into_iter().map(|e| {
                 let name = e.payload().and_then(|p| p.get("name"));
-                ShapedEvent::keep(e)
+                ShapedEvent::keep(&e)
                     .with_payload(None)
                     .with_data(json!({ "name": name }))
             }));
@@ -330,7 +347,7 @@ mod tests {
             Ok(events
                 .into_iter()
                 .filter(|e| e.kind == EventKind::Unlink)
-                .map(ShapedEvent::keep)
+                .map(|e| ShapedEvent::keep(&e))
                 .collect())
         }
     }

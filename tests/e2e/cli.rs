@@ -220,7 +220,7 @@ fn plugin_check_and_run_try_a_plugin_without_a_server() {
     assert_eq!(shaped[0]["record_id"], 7);
     assert_eq!(shaped[0]["data"]["status"], "ready");
 
-    // A bad config is the plugin's own error, reported as such.
+    // A config the plugin does not know is refused when it is loaded, naming the key.
     std::fs::write(
         &context,
         json!({"user_id": 42, "config": {"colour": "red"}}).to_string(),
@@ -238,7 +238,7 @@ fn plugin_check_and_run_try_a_plugin_without_a_server() {
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        stderr.contains("plugin_error") && stderr.contains("colour"),
+        stderr.contains("refuses its config") && stderr.contains("colour"),
         "{stderr}"
     );
 

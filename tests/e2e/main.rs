@@ -3,6 +3,7 @@
 mod cli;
 mod compaction;
 mod durability;
+mod feeds;
 mod full_disk;
 mod http_surface;
 mod ingest;

@@ -20,7 +20,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventKind};
+use super::{Event, EventKind, Prior};
 
 /// `history` (one record's events, oldest first) as one event; `None` when it is empty.
 pub fn fold(history: &[Event]) -> Option<Event> {
@@ -34,6 +34,10 @@ pub fn fold(history: &[Event]) -> Option<Event> {
 
 fn fold_pair(older: Event, newer: &Event) -> Event {
     let mut out = newer.clone();
+    // A device positioned at or after the oldest folded change read part of the history.
+    out.folded_from = Some(older.folded_from.unwrap_or(older.id));
+    let came_back = older.kind == EventKind::Unlink;
+    let before_all = older.prior.clone();
     match (older.kind, newer.kind) {
         // The record was deleted, and came back: nothing before the deletion carries over.
         (EventKind::Unlink, _) => {}
@@ -51,7 +55,41 @@ fn fold_pair(older: Event, newer: &Event) -> Event {
             out.changed_fields = union(older.changed_fields, newer.changed_fields.as_deref());
         }
     }
+    out.prior = prior_before_both(before_all, came_back, &newer.prior, out.payload.as_deref());
     out
+}
+
+/// What the record was before two folded changes, given what it was before the first
+/// (`first`), whether the first was its deletion, what it was before the second (`second`),
+/// and its values after both (`payload`).
+fn prior_before_both(
+    first: Prior,
+    came_back: bool,
+    second: &Prior,
+    payload: Option<&str>,
+) -> Prior {
+    match (first, second) {
+        (Prior::None, _) => Prior::None,
+        // Across a deletion the record's earlier values are not told apart from its new ones.
+        (_, _) if came_back => Prior::Unknown,
+        (Prior::Changed(first), Prior::Changed(second)) => {
+            changed_before_both(&first, second, payload).map_or(Prior::Unknown, Prior::Changed)
+        }
+        _ => Prior::Unknown,
+    }
+}
+
+/// The earlier values of both changes (the first change's win: they are older), less those
+/// that are what `payload` says now (a field changed and changed back).
+fn changed_before_both(first: &str, second: &str, payload: Option<&str>) -> Option<String> {
+    let mut values = serde_json::from_str::<Map<String, Value>>(first).ok()?;
+    for (field, value) in serde_json::from_str::<Map<String, Value>>(second).ok()? {
+        values.entry(field).or_insert(value);
+    }
+    if let Some(now) = payload.and_then(|p| serde_json::from_str::<Map<String, Value>>(p).ok()) {
+        values.retain(|field, value| now.get(field) != Some(value));
+    }
+    Some(Value::Object(values).to_string())
 }
 
 /// `newer`'s fields over `older`'s. Either may be missing; a payload that does not read as a
@@ -105,6 +143,8 @@ mod tests {
             changed_fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
             received_at: format!("2024-01-15T10:00:{id:02}.5Z"),
             rev: 0,
+            prior: crate::event::Prior::Unknown,
+            folded_from: None,
         }
     }
 
@@ -208,6 +248,78 @@ mod tests {
         assert_eq!((folded.id, folded.kind), (4, Create));
         assert_eq!(payload(&folded), json!({"name": "again", "state": "sale"}));
         assert!(fold(&[]).is_none());
+    }
+
+    fn with_prior(mut event: Event, prior: Prior) -> Event {
+        event.prior = prior;
+        event
+    }
+
+    fn changed(values: Value) -> Prior {
+        Prior::Changed(values.to_string())
+    }
+
+    #[test]
+    fn the_folded_event_knows_what_the_record_was_before_the_whole_history() {
+        let folded = fold(&[
+            with_prior(
+                change(3, Write, Some(json!({"user_id": 6, "state": "sale"})), None),
+                changed(json!({"user_id": 5})),
+            ),
+            with_prior(
+                change(4, Write, Some(json!({"user_id": 7, "state": "done"})), None),
+                changed(json!({"user_id": 6, "state": "sale"})),
+            ),
+            with_prior(
+                change(5, Write, Some(json!({"user_id": 5, "state": "done"})), None),
+                changed(json!({"user_id": 7})),
+            ),
+        ])
+        .expect("folded");
+        // Back with salesperson 5, as before the history: only the state differs.
+        let Prior::Changed(values) = &folded.prior else {
+            panic!("{:?}", folded.prior);
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(values).expect("JSON"),
+            json!({"state": "sale"})
+        );
+        assert_eq!(folded.folded_from, Some(3));
+
+        // A history that begins with the record's creation had nothing before it.
+        let created = fold(&[
+            with_prior(change(1, Create, Some(json!({"a": 1})), None), Prior::None),
+            with_prior(
+                change(2, Write, Some(json!({"a": 2})), None),
+                changed(json!({"a": 1})),
+            ),
+        ])
+        .expect("folded");
+        assert_eq!((created.prior, created.folded_from), (Prior::None, Some(1)));
+
+        // Unknown anywhere, or a deletion in the middle, makes it unknown.
+        let unknown = fold(&[
+            with_prior(
+                change(1, Write, Some(json!({"a": 1})), None),
+                Prior::Unknown,
+            ),
+            with_prior(
+                change(2, Write, Some(json!({"a": 2})), None),
+                changed(json!({"a": 1})),
+            ),
+        ])
+        .expect("folded");
+        assert_eq!(unknown.prior, Prior::Unknown);
+        let back = fold(&[
+            with_prior(
+                change(1, Write, Some(json!({"a": 1})), None),
+                changed(json!({"a": 0})),
+            ),
+            with_prior(change(2, Unlink, None, None), changed(json!({"a": 1}))),
+            with_prior(change(3, Create, Some(json!({"a": 3})), None), Prior::None),
+        ])
+        .expect("folded");
+        assert_eq!((back.prior, back.folded_from), (Prior::Unknown, Some(1)));
     }
 
     #[test]

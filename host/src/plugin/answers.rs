@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{CallContext, ContextField, ShapedPayload};
+use super::{CallContext, ContextField, Shaped, ShapedPayload};
 use crate::event::LoggedEvent;
 
 /// Log ids per block.
@@ -31,23 +31,43 @@ const BLOCK_OVERHEAD: usize = std::mem::size_of::<Block>()
 pub struct ShapedWire {
     pub payload: ShapedPayload,
     pub data: Option<String>,
+    /// The record left the user's feed: sent as an `unlink` with `"reason": "left_feed"`.
+    pub removal: bool,
     /// The event's JSON as the client receives it.
     pub wire: Box<str>,
 }
 
 impl ShapedWire {
-    pub fn new(source: &LoggedEvent, payload: ShapedPayload, data: Option<String>) -> ShapedWire {
-        let wire = source
-            .event
-            .wire_json_with(
+    pub fn new(source: &LoggedEvent, shaped: Shaped) -> ShapedWire {
+        let Shaped {
+            payload,
+            data,
+            removal,
+            ..
+        } = shaped;
+        let wire = if removal {
+            source.event.left_feed_wire_json(data.as_deref())
+        } else {
+            source.event.wire_json_with(
                 payload.resolve(source.event.payload.as_deref()),
                 data.as_deref(),
             )
-            .into_boxed_str();
+        }
+        .into_boxed_str();
         ShapedWire {
             payload,
             data,
+            removal,
             wire,
+        }
+    }
+
+    /// The payload the client receives, given the event's stored one.
+    pub fn resolve<'a>(&'a self, stored: Option<&'a str>) -> Option<&'a str> {
+        if self.removal {
+            None
+        } else {
+            self.payload.resolve(stored)
         }
     }
 
@@ -314,6 +334,8 @@ mod tests {
             timestamp: "2024-01-15T10:30:00Z".into(),
             received_at: "2024-01-15T10:30:00Z".into(),
             rev: 0,
+            prior: crate::event::Prior::Unknown,
+            folded_from: None,
             payload: Some(format!(r#"{{"id":{id},"name":"{}"}}"#, "x".repeat(200))),
             changed_fields: None,
         })
@@ -331,7 +353,15 @@ mod tests {
     }
 
     fn sent(e: &LoggedEvent) -> Answer {
-        Answer::Sent(Arc::new(ShapedWire::new(e, ShapedPayload::Keep, None)))
+        Answer::Sent(Arc::new(ShapedWire::new(
+            e,
+            Shaped {
+                id: e.event.id,
+                payload: ShapedPayload::Keep,
+                data: None,
+                removal: false,
+            },
+        )))
     }
 
     fn kept(answers: &[Option<Answer>]) -> Vec<&'static str> {

@@ -19,7 +19,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::answers::{Answer, AnswerCache, AnswerCacheView, ShapedWire};
-use super::bindings::{self, ANSWERS_DEPEND_ON, AnswersDependOn, FeedPlugin, FeedPluginPre, wit};
+use super::bindings::{ANSWERS_DEPEND_ON, AnswersDependOn, Bound, Pre, ShapeAnswer};
 use super::output::{LogForwarder, OutputSink};
 use super::stats::Health;
 use super::{
@@ -135,9 +135,7 @@ impl PluginEngine {
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!("imports something the sandbox does not provide: {e:#}")
         })?;
-        let pre = FeedPluginPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("does not export the smartsync:plugin feed-plugin world: {e:#}")
-        })?;
+        let pre = Pre::new(pre)?;
         let label = format!("{name}@{version_hash}");
         let mut plugin = LoadedPlugin {
             engine: self.clone(),
@@ -151,6 +149,7 @@ impl PluginEngine {
                 models: Vec::new(),
                 needs_payload: false,
                 answers_depend_on: None,
+                contract: None,
             },
             config_json,
             slots: Semaphore::new(limits.max_instances.max(1)),
@@ -165,13 +164,27 @@ impl PluginEngine {
             .instantiate()
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         plugin.arm(&mut guest);
-        let manifest = guest.plugin.call_describe(&mut guest.store).map_err(|e| {
+        let manifest = guest.plugin.describe(&mut guest.store).map_err(|e| {
             anyhow::anyhow!("describe() failed: {}", plugin.classify(&guest, &e).message)
         })?;
         let depends_on = plugin.answers_depend_on(&mut guest);
+        plugin.arm(&mut guest);
+        let verdict = guest
+            .plugin
+            .check_config(&mut guest.store, &plugin.config_json)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "check-config() failed: {}",
+                    plugin.classify(&guest, &e).message
+                )
+            });
         let _ = plugin.forward_output(&guest);
-        plugin.manifest = manifest.into();
+        if let Err(refused) = verdict? {
+            anyhow::bail!("refuses its config: {refused}");
+        }
+        plugin.manifest = manifest;
         plugin.manifest.answers_depend_on = depends_on?;
+        plugin.manifest.contract = Some(plugin.pre.contract().as_str());
         let cache_bytes =
             usize::try_from(plugin.limits.answer_cache_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX);
@@ -245,7 +258,7 @@ impl ResourceLimiter for MemoryCap {
 struct Guest {
     store: Store<GuestState>,
     instance: Instance,
-    plugin: FeedPlugin,
+    plugin: Bound,
 }
 
 /// A compiled, described plugin, ready to be called.
@@ -261,7 +274,7 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     pub config_json: String,
     pub limits: PluginLimits,
-    pre: FeedPluginPre<GuestState>,
+    pre: Pre<GuestState>,
     pool: Mutex<Vec<Guest>>,
     slots: Semaphore,
     pub health: Health,
@@ -308,7 +321,7 @@ impl LoadedPlugin {
             .instance_pre()
             .instantiate(&mut store)
             .map_err(failed)?;
-        let plugin = FeedPlugin::new(&mut store, &instance).map_err(failed)?;
+        let plugin = self.pre.bind(&mut store, &instance).map_err(failed)?;
         Ok(Guest {
             store,
             instance,
@@ -395,8 +408,8 @@ impl LoadedPlugin {
 
     fn call_blocking(
         &self,
-        ctx: wit::Context,
-        events: Vec<wit::Event>,
+        ctx: &CallContext,
+        events: &[Arc<LoggedEvent>],
     ) -> Result<Vec<Shaped>, PluginFailure> {
         let pooled = self.pool.lock().pop();
         let mut guest = match pooled {
@@ -404,7 +417,13 @@ impl LoadedPlugin {
             None => self.instantiate()?,
         };
         self.arm(&mut guest);
-        let result = guest.plugin.call_shape(&mut guest.store, &ctx, &events);
+        let result: wasmtime::Result<ShapeAnswer> = guest.plugin.shape(
+            &mut guest.store,
+            ctx,
+            &self.config_json,
+            events,
+            self.manifest.needs_payload,
+        );
         let stderr = self.forward_output(&guest);
         match result {
             Ok(answer) => {
@@ -413,9 +432,7 @@ impl LoadedPlugin {
                     pool.push(guest);
                 }
                 drop(pool);
-                answer
-                    .map(|shaped| shaped.into_iter().map(Shaped::from).collect())
-                    .map_err(|e| self.failure(FailureKind::PluginError, bindings::plugin_error(e)))
+                answer.map_err(|e| self.failure(FailureKind::PluginError, e))
             }
             // A trapped instance is in an unknown state: it is dropped here, never reused.
             Err(e) => {
@@ -468,9 +485,7 @@ impl LoadedPlugin {
                     }
                     let id = event.event.id;
                     let answer = match shaped.next_if(|out| out.id == id) {
-                        Some(out) => {
-                            Answer::Sent(Arc::new(ShapedWire::new(event, out.payload, out.data)))
-                        }
+                        Some(out) => Answer::Sent(Arc::new(ShapedWire::new(event, out))),
                         None => Answer::Dropped,
                     };
                     *slot = Some(answer.clone());
@@ -504,7 +519,7 @@ impl LoadedPlugin {
             let source = sources
                 .find(|e| e.event.id == out.id)
                 .ok_or_else(|| unmatched(self, out.id))?;
-            let wire = ShapedWire::new(source, out.payload, out.data);
+            let wire = ShapedWire::new(source, out);
             Ok((source.clone(), Arc::new(wire)))
         })
     }
@@ -592,11 +607,7 @@ impl LoadedPlugin {
         ctx: &CallContext,
         events: &[Arc<LoggedEvent>],
     ) -> Result<Vec<Shaped>, PluginFailure> {
-        let input: Vec<wit::Event> = events
-            .iter()
-            .map(|e| bindings::event(e, self.manifest.needs_payload))
-            .collect();
-        let shaped = self.call_blocking(bindings::context(ctx, &self.config_json), input)?;
+        let shaped = self.call_blocking(ctx, events)?;
         self.check_output(events, &shaped)?;
         Ok(shaped)
     }
@@ -625,6 +636,8 @@ impl LoadedPlugin {
                 None => return bad(format!("event {} was not in the input", out.id)),
             }
             let replaced = match &out.payload {
+                // A removal is sent without payload, whatever the plugin put there.
+                _ if out.removal => None,
                 ShapedPayload::Replace(json) => Some(json),
                 ShapedPayload::Keep | ShapedPayload::Drop => None,
             };

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{CallContext, LoadedPlugin, PluginEngine, PluginLimits};
-use crate::event::{Event, EventKind, LoggedEvent, normalize_timestamp, now_rfc3339};
+use crate::event::{Event, EventKind, LoggedEvent, Prior, normalize_timestamp, now_rfc3339};
 
 /// An event given on the command line (`--events`): the ingest API's fields plus `id`.
 #[derive(Debug, Deserialize)]
@@ -24,6 +24,26 @@ pub struct GivenEvent {
     pub payload: Option<Map<String, Value>>,
     #[serde(default)]
     pub changed_fields: Option<Vec<String>>,
+    /// What the record was before: `"none"` (it did not exist), `"unknown"`, or the values
+    /// before the event of the fields it changed. Absent: none for a create, and for another
+    /// change, the record was as its payload says (nothing the plugin reads changed).
+    #[serde(default)]
+    pub prior: Option<GivenPrior>,
+}
+
+/// A given event's `prior`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum GivenPrior {
+    Said(SaidPrior),
+    Changed(Map<String, Value>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaidPrior {
+    None,
+    Unknown,
 }
 
 /// The caller given on the command line (`--context`).
@@ -106,6 +126,16 @@ pub fn logged(events: Vec<GivenEvent>) -> anyhow::Result<Vec<Arc<LoggedEvent>>> 
                 changed_fields: e.changed_fields,
                 received_at: now.clone(),
                 rev: 0,
+                prior: match e.prior {
+                    Some(GivenPrior::Said(SaidPrior::None)) => Prior::None,
+                    Some(GivenPrior::Said(SaidPrior::Unknown)) => Prior::Unknown,
+                    Some(GivenPrior::Changed(values)) => {
+                        Prior::Changed(Value::Object(values).to_string())
+                    }
+                    None if e.event == EventKind::Create => Prior::None,
+                    None => Prior::Changed("{}".into()),
+                },
+                folded_from: None,
             }))
         })
         .collect()
@@ -167,6 +197,7 @@ pub async fn check(plugin: &Arc<LoadedPlugin>) -> anyhow::Result<(usize, usize)>
                 timestamp: None,
                 payload: Some(Map::from_iter([("id".to_string(), Value::from(1))])),
                 changed_fields: None,
+                prior: None,
             });
         }
     }

@@ -16,7 +16,7 @@ use super::{
     Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
     Settings, StoreError,
 };
-use crate::event::{Event, EventKind, NewEvent};
+use crate::event::{Event, EventKind, NewEvent, Prior};
 
 mod lock;
 mod space;
@@ -158,11 +158,13 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
             .transpose()?,
         received_at: row.try_get("received_at")?,
         rev: row.try_get("rev")?,
+        prior: Prior::from_column(row.try_get("previous")?),
+        folded_from: row.try_get("folded_from")?,
     })
 }
 
-const EVENT_COLUMNS: &str =
-    "id, model, record_id, kind, timestamp, payload, changed_fields, received_at, rev";
+const EVENT_COLUMNS: &str = "id, model, record_id, kind, timestamp, payload, changed_fields, \
+     received_at, rev, previous, folded_from";
 
 fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[String]>) {
     if let Some(models) = models {

@@ -16,6 +16,9 @@
 //! deletions that the config's filters cannot judge, which are sent with neither payload nor
 //! `data` (see [`Config`]).
 //!
+//! A picking that leaves the driver's feed (assigned to another driver, or no longer outgoing)
+//! is removed from their devices: an `unlink` with `"reason": "left_feed"`.
+//!
 //! Config (the `[plugins.<name>.config]` table in plugins.toml), every key optional:
 //!
 //! ```toml
@@ -71,87 +74,46 @@ impl Default for Config {
 /// The delivery app's plugin.
 pub struct DeliveryApp;
 
-impl Plugin for DeliveryApp {
+impl Feed for DeliveryApp {
+    type Config = Config;
+
     fn describe() -> Manifest {
         Manifest::new("delivery_app", env!("CARGO_PKG_VERSION"))
             .with_models(&[PICKING])
             .with_payloads()
     }
 
-    /// Each event is shaped on its own; of the context, only the user matters to the answer
-    /// (`only_assigned_to_me` compares a picking's assignee with the user).
+    /// Of the context, only the user matters to the answer (`only_assigned_to_me` compares a
+    /// picking's assignee with the user).
     fn answers_depend_on() -> Option<Vec<ContextField>> {
         Some(vec![ContextField::UserId])
     }
 
-    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-        let config: Config = parse_config(&ctx)?;
-
-        let mut shaped = Vec::with_capacity(events.len());
-        for event in events {
-            if event.model != PICKING {
-                continue;
-            }
-            let payload = event.payload();
-            let mut scope = Scope::Mine;
-            if config.only_outgoing {
-                let code = payload.as_ref().and_then(|p| p.str("picking_type_code"));
-                scope = scope.and(match code.as_deref() {
-                    Some("outgoing") => Scope::Mine,
-                    Some(_) => Scope::NotMine,
-                    None => Scope::Unknown,
-                });
-            }
-            if config.only_assigned_to_me {
-                let assignee = payload.as_ref().and_then(|p| p.id(&config.assignee_field));
-                scope = scope.and(match assignee {
-                    Some(user) if user == ctx.user_id => Scope::Mine,
-                    Some(_) => Scope::NotMine,
-                    None => Scope::Unknown,
-                });
-            }
-            match (scope, event.kind) {
-                (Scope::Mine, _) => {}
-                (Scope::Unknown, EventKind::Unlink) => {
-                    // Delivered, with nothing of the picking.
-                    shaped.push(ShapedEvent::keep(event).with_payload(None));
-                    continue;
-                }
-                _ => continue,
-            }
-
-            let status = payload
-                .as_ref()
-                .and_then(|p| p.str("state"))
-                .map(|state| delivery_status(&state).to_string());
-            let event = ShapedEvent::keep(event);
-            shaped.push(match status {
-                Some(status) => event.with_data(json!({ "status": status })),
-                None => event,
-            });
+    fn holds(picking: &Record<'_>, ctx: &Context, config: &Config) -> Holds {
+        if picking.model != PICKING {
+            return Holds::No;
         }
-        Ok(shaped)
+        let mut holds = Holds::Yes;
+        if config.only_outgoing {
+            let code = picking.str("picking_type_code");
+            holds = holds.and(code.map(|code| code == "outgoing").into());
+        }
+        if config.only_assigned_to_me {
+            let assignee = picking.id(&config.assignee_field);
+            holds = holds.and(assignee.map(|user| user == ctx.user_id).into());
+        }
+        holds
     }
-}
 
-/// Whether an event's picking is among those the caller receives, by its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// It is, by every filter the config turns on.
-    Mine,
-    /// A filter says it is not.
-    NotMine,
-    /// No filter says it is not, but one cannot tell.
-    Unknown,
-}
-
-impl Scope {
-    /// Both filters' verdicts together.
-    fn and(self, other: Scope) -> Scope {
-        match (self, other) {
-            (Scope::NotMine, _) | (_, Scope::NotMine) => Scope::NotMine,
-            (Scope::Unknown, _) | (_, Scope::Unknown) => Scope::Unknown,
-            (Scope::Mine, Scope::Mine) => Scope::Mine,
+    fn shape(event: &Event, _ctx: &Context, _config: &Config) -> ShapedEvent {
+        let status = event.payload().and_then(|p| {
+            p.str("state")
+                .map(|state| delivery_status(&state).to_string())
+        });
+        let shaped = ShapedEvent::keep(event);
+        match status {
+            Some(status) => shaped.with_data(json!({ "status": status })),
+            None => shaped,
         }
     }
 }
@@ -166,7 +128,7 @@ pub fn delivery_status(state: &str) -> &str {
     }
 }
 
-smartsync_sdk::export_plugin!(DeliveryApp);
+smartsync_sdk::export_feed!(DeliveryApp);
 
 // A failed unwrap in a test is a failed test.
 #[cfg(test)]

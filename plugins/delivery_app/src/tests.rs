@@ -18,7 +18,7 @@ fn picking(id: i64, kind: EventKind, code: &str, user: Value, state: &str) -> Ev
 }
 
 fn shape(config: Value, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-    DeliveryApp::shape(with_config(context(ME), config), events)
+    FeedPlugin::<DeliveryApp>::shape(with_config(context(ME), config), events)
 }
 
 fn ids(shaped: &[ShapedEvent]) -> Vec<i64> {
@@ -307,7 +307,7 @@ fn deletions_reach_no_further_than_creates() {
         json!({"only_outgoing": true, "only_assigned_to_me": true}),
         json!({"only_assigned_to_me": true, "assignee_field": "x_driver_id"}),
     ] {
-        smartsync_sdk::testing::check_deletions_scoped::<DeliveryApp>(
+        smartsync_sdk::testing::check_deletions_scoped::<FeedPlugin<DeliveryApp>>(
             &with_config(context(ME), config),
             &events,
         );
@@ -388,7 +388,7 @@ fn answers_are_reusable_as_declared() {
         json!({}),
         json!({"only_outgoing": true, "only_assigned_to_me": true}),
     ] {
-        smartsync_sdk::testing::check_answers_reusable::<DeliveryApp>(
+        smartsync_sdk::testing::check_answers_reusable::<FeedPlugin<DeliveryApp>>(
             &with_config(context(ME), config),
             &events,
         );

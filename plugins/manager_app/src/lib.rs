@@ -66,7 +66,9 @@ pub struct Config {
     /// in it) is kept as it is. An unlink that does not say whose record it was (no payload, a
     /// payload that is not a JSON object, no `company_id` in it, or one that is not an id) is
     /// kept too, since a device may hold the record, but without its payload: its `data` (the
-    /// model's label) says nothing of the record.
+    /// model's label) says nothing of the record. A record moved to a company the manager may
+    /// not see leaves their feed: their devices receive an `unlink` with `"reason":
+    /// "left_feed"`.
     pub filter_companies: bool,
 }
 
@@ -98,87 +100,63 @@ fn labels_over_defaults<'de, D: Deserializer<'de>>(
 /// The manager's plugin.
 pub struct ManagerApp;
 
-impl Plugin for ManagerApp {
+impl Feed for ManagerApp {
+    type Config = Config;
+
     fn describe() -> Manifest {
         Manifest::new("manager_app", env!("CARGO_PKG_VERSION"))
             .with_models(&MODELS)
             .with_payloads()
     }
 
-    /// Each event is shaped on its own; of the context, only the user's companies matter to the answer
-    /// (`filter_companies` compares a record's company with the user's companies).
+    /// Of the context, only the user's companies matter to the answer (`filter_companies`
+    /// compares a record's company with the user's companies).
     fn answers_depend_on() -> Option<Vec<ContextField>> {
         Some(vec![ContextField::CompanyIds])
     }
 
-    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-        let config: Config = parse_config(&ctx)?;
-
-        let mut shaped = Vec::with_capacity(events.len());
-        for event in events {
-            if !MODELS.contains(&event.model.as_str()) {
-                continue;
-            }
-            let scope = if config.filter_companies {
-                company_scope(&event, &ctx.company_ids)
-            } else {
-                Scope::Allowed
-            };
-            let payload_kept = match (scope, event.kind) {
-                (Scope::Forbidden, _) => continue,
-                (Scope::Unknown, EventKind::Unlink) => false,
-                _ => true,
-            };
-
-            let label = config
-                .labels
-                .get(&event.model)
-                .filter(|label| !label.is_empty());
-            let mut event = ShapedEvent::keep(event);
-            if !payload_kept {
-                event = event.with_payload(None);
-            }
-            shaped.push(match label {
-                Some(label) => event.with_data(json!({ "label": label })),
-                None => event,
-            });
+    fn holds(record: &Record<'_>, ctx: &Context, config: &Config) -> Holds {
+        if !MODELS.contains(&record.model) {
+            return Holds::No;
         }
-        Ok(shaped)
+        if !config.filter_companies {
+            return Holds::Yes;
+        }
+        if record.raw("company_id").is_none() {
+            // `false` (or `null`): a shared record; no key at all: the record does not say.
+            return if record.has("company_id") {
+                Holds::Yes
+            } else {
+                Holds::Unknown
+            };
+        }
+        record
+            .id("company_id")
+            .map(|company| ctx.company_ids.contains(&company))
+            .into()
+    }
+
+    /// A create or write that does not name its company is everyone's, as the seed's
+    /// dashboard has it (see [`Config::filter_companies`]).
+    fn unknown_is_held() -> bool {
+        true
+    }
+
+    fn shape(event: &Event, ctx: &Context, config: &Config) -> ShapedEvent {
+        let _ = ctx;
+        let label = config
+            .labels
+            .get(&event.model)
+            .filter(|label| !label.is_empty());
+        let shaped = ShapedEvent::keep(event);
+        match label {
+            Some(label) => shaped.with_data(json!({ "label": label })),
+            None => shaped,
+        }
     }
 }
 
-/// Where an event's record stands with respect to the caller's companies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// Of one of the caller's companies, or of none (a shared record).
-    Allowed,
-    /// Of another company.
-    Forbidden,
-    /// The payload does not say.
-    Unknown,
-}
-
-/// Where `event`'s record stands for a caller of `companies`, by its payload's `company_id`.
-fn company_scope(event: &Event, companies: &[i64]) -> Scope {
-    let Some(payload) = event.payload() else {
-        return Scope::Unknown;
-    };
-    if payload.raw("company_id").is_none() {
-        // `false` (or `null`): a shared record; no key at all: the payload does not say.
-        return if payload.has("company_id") {
-            Scope::Allowed
-        } else {
-            Scope::Unknown
-        };
-    }
-    match payload.id("company_id") {
-        Some(company) if companies.contains(&company) => Scope::Allowed,
-        Some(_) => Scope::Forbidden,
-        None => Scope::Unknown,
-    }
-}
-
-smartsync_sdk::export_plugin!(ManagerApp);
+smartsync_sdk::export_feed!(ManagerApp);
 
 // A failed unwrap in a test is a failed test.
 #[cfg(test)]

@@ -12,7 +12,7 @@ fn manager() -> Context {
 }
 
 fn shape(config: Value, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-    ManagerApp::shape(with_config(manager(), config), events)
+    FeedPlugin::<ManagerApp>::shape(with_config(manager(), config), events)
 }
 
 fn ids(shaped: &[ShapedEvent]) -> Vec<i64> {
@@ -182,7 +182,7 @@ fn another_companys_deletion_is_not_sent() {
             json!({"id": 2, "company_id": [2, "Other Co"], "name": "INV/2"}),
         ),
     ];
-    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    let shaped = FeedPlugin::<ManagerApp>::shape(manager_of_company_1(), events).unwrap();
     assert!(shaped.is_empty(), "{shaped:?}");
 }
 
@@ -203,7 +203,7 @@ fn a_deletion_that_does_not_say_its_company_is_sent_without_its_payload() {
             json!({"company_id": "two", "name": "X"}),
         ),
     ];
-    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    let shaped = FeedPlugin::<ManagerApp>::shape(manager_of_company_1(), events).unwrap();
     assert_eq!(ids(&shaped), [1, 2, 3, 4]);
     for deleted in &shaped {
         assert_eq!(deleted.payload, PayloadChange::Drop, "{deleted:?}");
@@ -220,7 +220,7 @@ fn a_deletion_of_an_allowed_or_shared_record_keeps_its_payload() {
         in_company(3, "res.partner", EventKind::Unlink, json!(false)),
         in_company(4, "res.partner", EventKind::Unlink, json!(null)),
     ];
-    let shaped = ManagerApp::shape(manager_of_company_1(), events).unwrap();
+    let shaped = FeedPlugin::<ManagerApp>::shape(manager_of_company_1(), events).unwrap();
     assert_eq!(ids(&shaped), [1, 2, 3, 4]);
     assert!(shaped.iter().all(|e| e.payload == PayloadChange::Keep));
     assert_eq!(label(&shaped[2]).as_deref(), Some("العملاء"));
@@ -258,7 +258,7 @@ fn deletions_reach_no_further_than_creates() {
             json!({"filter_companies": true, "labels": {"hr.expense": ""}}),
             json!({"filter_companies": false}),
         ] {
-            smartsync_sdk::testing::check_deletions_scoped::<ManagerApp>(
+            smartsync_sdk::testing::check_deletions_scoped::<FeedPlugin<ManagerApp>>(
                 &with_config(ctx.clone(), config),
                 &events,
             );
@@ -274,7 +274,7 @@ fn a_user_without_companies_sees_only_shared_records() {
         in_company(1, "sale.order", EventKind::Create, json!(1)),
         in_company(2, "product.template", EventKind::Create, json!(false)),
     ];
-    let shaped = ManagerApp::shape(ctx, events).unwrap();
+    let shaped = FeedPlugin::<ManagerApp>::shape(ctx, events).unwrap();
     assert_eq!(ids(&shaped), [2]);
 }
 
@@ -316,7 +316,7 @@ fn answers_are_reusable_as_declared() {
         json!({}),
         json!({"filter_companies": false, "labels": {"sale.order": "Orders"}}),
     ] {
-        smartsync_sdk::testing::check_answers_reusable::<ManagerApp>(
+        smartsync_sdk::testing::check_answers_reusable::<FeedPlugin<ManagerApp>>(
             &with_config(manager(), config),
             &events,
         );

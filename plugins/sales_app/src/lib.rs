@@ -1,8 +1,8 @@
 //! The sales app's feed (`app_type = "sales_app"`): orders, customers and products.
 //!
 //! The seed's Flutter sales app handles `sale.order` create, write and unlink, and `res.partner`
-//! and `product.template` create and write. It has nothing to do with a deleted customer or
-//! product, so those unlinks are dropped here.
+//! and `product.template` create and write; it ignores the deletions of customers and products,
+//! which are sent all the same, so that clients that keep them can delete their copy.
 //!
 //! Config (the `[plugins.<name>.config]` table in plugins.toml), every key optional:
 //!
@@ -10,6 +10,9 @@
 //! only_own_orders = true             # each salesperson receives only their own orders
 //! fields = ["name", "state", "amount_total", "partner_id", "user_id"]  # trim payloads
 //! ```
+//!
+//! With `only_own_orders`, an order reassigned to another salesperson leaves the first one's
+//! feed: their devices receive it as an `unlink` with `"reason": "left_feed"`.
 
 use serde::Deserialize;
 use smartsync_sdk::prelude::*;
@@ -18,126 +21,79 @@ const ORDER: &str = "sale.order";
 const CUSTOMER: &str = "res.partner";
 const PRODUCT: &str = "product.template";
 
-/// The plugin's config table. An empty table keeps the seed's behaviour: every order event,
-/// customer and product creates and writes, whole payloads.
+/// The plugin's config table. An empty table keeps the seed's behaviour: every order, customer
+/// and product event, whole payloads.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Send each salesperson only their own orders (default `false`).
     ///
-    /// A `sale.order` event is kept when its payload's `user_id` (the salesperson) is the pulling
-    /// user, and dropped when it names another salesperson, deletions included: Odoo's "On
-    /// deletion" webhook may send the order's values as they were, and another salesperson's
-    /// order is not sent to this one, deleted or not.
-    ///
-    /// A create or write that names no salesperson (no payload, a payload that is not a JSON
-    /// object, or a `user_id` that is missing, `false` or not an id) is dropped: it is not sent
-    /// to everyone. Such an unlink is kept, since a device may hold the order, but without its
-    /// payload, so that it carries nothing of an order that may be someone else's. Customers
-    /// and products are not filtered.
+    /// A salesperson's feed holds the orders whose `user_id` (the salesperson) is theirs.
+    /// An order event whose payload names another salesperson is not sent, deletions
+    /// included, and an order reassigned away from the user is removed from their devices. A
+    /// create or write that names no salesperson (no payload, a payload that is not a JSON
+    /// object, or a `user_id` that is missing, `false` or not an id) is not sent: it would go
+    /// to everyone. Such an unlink is sent, since a device may hold the order, but without its
+    /// payload. Customers and products are not filtered.
     pub only_own_orders: bool,
 
     /// Trim every payload to these fields (default: none, the whole payload is sent).
     ///
-    /// `id` is always kept. An event without a payload stays without one (as does an order's
-    /// deletion that `only_own_orders` sends without it); a payload that is not a JSON object
-    /// cannot be trimmed and is left out rather than sent whole.
+    /// `id` is always kept. An event without a payload stays without one; a payload that is
+    /// not a JSON object cannot be trimmed and is left out rather than sent whole.
     pub fields: Option<Vec<String>>,
 }
 
 /// The sales app's plugin.
 pub struct SalesApp;
 
-impl Plugin for SalesApp {
+impl Feed for SalesApp {
+    type Config = Config;
+
     fn describe() -> Manifest {
         Manifest::new("sales_app", env!("CARGO_PKG_VERSION"))
             .with_models(&[ORDER, CUSTOMER, PRODUCT])
             .with_payloads()
     }
 
-    /// Each event is shaped on its own; of the context, only the user matters to the answer
-    /// (`only_own_orders` compares an order's salesperson with the user).
+    /// Of the context, only the user matters to the answer (`only_own_orders` compares an
+    /// order's salesperson with the user).
     fn answers_depend_on() -> Option<Vec<ContextField>> {
         Some(vec![ContextField::UserId])
     }
 
-    fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-        let config: Config = parse_config(&ctx)?;
-        let fields = config.fields.map(|mut fields| {
-            if !fields.iter().any(|f| f == "id") {
-                fields.push("id".to_string());
-            }
-            fields
-        });
-
-        let mut shaped = Vec::with_capacity(events.len());
-        for event in events {
-            let is_order = event.model == ORDER;
-            let filters_owner = config.only_own_orders && is_order;
-            let payload = if filters_owner || fields.is_some() {
-                event.payload()
-            } else {
-                None
-            };
-
-            let owner = if filters_owner {
-                owner_scope(payload.as_ref(), ctx.user_id)
-            } else {
-                Owner::Caller
-            };
-            let wanted = match event.model.as_str() {
-                ORDER => match owner {
-                    Owner::Caller => true,
-                    Owner::Other => false,
-                    Owner::Unknown => event.kind == EventKind::Unlink,
-                },
-                CUSTOMER | PRODUCT => event.kind != EventKind::Unlink,
-                _ => false,
-            };
-            if !wanted {
-                continue;
-            }
-
-            let trimmed = match (&fields, payload) {
-                // An unattributed deletion: nothing of the record.
-                _ if owner == Owner::Unknown => Some(None),
-                (None, _) => None,
-                (Some(fields), Some(mut payload)) => {
-                    payload.retain(fields);
-                    Some(Some(payload.to_json()))
-                }
-                (Some(_), None) => Some(None),
-            };
-            shaped.push(match trimmed {
-                None => ShapedEvent::keep(event),
-                Some(json) => ShapedEvent::keep(event).with_payload(json),
-            });
+    fn holds(record: &Record<'_>, ctx: &Context, config: &Config) -> Holds {
+        match record.model {
+            ORDER if config.only_own_orders => record
+                .id("user_id")
+                .map(|salesperson| salesperson == ctx.user_id)
+                .into(),
+            ORDER | CUSTOMER | PRODUCT => Holds::Yes,
+            _ => Holds::No,
         }
-        Ok(shaped)
+    }
+
+    fn shape(event: &Event, _ctx: &Context, config: &Config) -> ShapedEvent {
+        let shaped = ShapedEvent::keep(event);
+        let Some(fields) = &config.fields else {
+            return shaped;
+        };
+        match event.payload() {
+            Some(mut payload) => {
+                let mut keep = fields.clone();
+                if !keep.iter().any(|f| f == "id") {
+                    keep.push("id".to_string());
+                }
+                payload.retain(&keep);
+                shaped.with_payload(Some(payload.to_json()))
+            }
+            // No payload, or one that is not an object and cannot be trimmed: none.
+            None => shaped.with_payload(None),
+        }
     }
 }
 
-/// Whose order an event's payload says it is, for `only_own_orders`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    /// The pulling user's.
-    Caller,
-    /// Another salesperson's.
-    Other,
-    /// The payload names no salesperson.
-    Unknown,
-}
-
-/// Whose order `payload` (the event's, when it is a JSON object) says it is, for `user_id`.
-fn owner_scope(payload: Option<&Payload>, user_id: i64) -> Owner {
-    match payload.and_then(|p| p.id("user_id")) {
-        Some(salesperson) if salesperson == user_id => Owner::Caller,
-        Some(_) => Owner::Other,
-        None => Owner::Unknown,
-    }
-}
-
-smartsync_sdk::export_plugin!(SalesApp);
+smartsync_sdk::export_feed!(SalesApp);
 
 // A failed unwrap in a test is a failed test.
 #[cfg(test)]

@@ -24,7 +24,7 @@ fn payload(shaped: &ShapedEvent) -> Value {
 }
 
 fn shape(config: Value, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
-    SalesApp::shape(with_config(context(ME), config), events)
+    FeedPlugin::<SalesApp>::shape(with_config(context(ME), config), events)
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn an_empty_config_is_the_default() {
 }
 
 #[test]
-fn by_default_every_order_event_and_customer_and_product_creates_and_writes_are_kept() {
+fn by_default_every_order_customer_and_product_event_is_kept() {
     let events = vec![
         order(1, EventKind::Create, json!(OTHER)),
         order(2, EventKind::Write, json!(ME)),
@@ -61,7 +61,9 @@ fn by_default_every_order_event_and_customer_and_product_creates_and_writes_are_
         event(10, "stock.picking", 10, EventKind::Create),
     ];
     let shaped = shape(json!({}), events.clone()).unwrap();
-    assert_eq!(ids(&shaped), [1, 2, 3, 4, 5, 7, 8]);
+    // Deletions of customers and products too: a client that keeps them deletes its copy, the
+    // seed's sales app ignores them.
+    assert_eq!(ids(&shaped), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     // Payloads pass through untouched and no data is added.
     assert_eq!(shaped[0].payload, PayloadChange::Keep);
     assert_eq!(shaped[2].payload, PayloadChange::Keep);
@@ -168,7 +170,7 @@ fn only_own_orders_leaves_customers_and_products_alone() {
         event(3, "res.partner", 8, EventKind::Unlink),
     ];
     let shaped = shape(json!({"only_own_orders": true}), events).unwrap();
-    assert_eq!(ids(&shaped), [1, 2]);
+    assert_eq!(ids(&shaped), [1, 2, 3]);
 }
 
 #[test]
@@ -221,7 +223,7 @@ fn deletions_reach_no_further_than_creates() {
         json!({"only_own_orders": true}),
         json!({"only_own_orders": true, "fields": ["name", "user_id"]}),
     ] {
-        smartsync_sdk::testing::check_deletions_scoped::<SalesApp>(
+        smartsync_sdk::testing::check_deletions_scoped::<FeedPlugin<SalesApp>>(
             &with_config(context(ME), config),
             &events,
         );
@@ -335,9 +337,43 @@ fn answers_are_reusable_as_declared() {
         json!({"only_own_orders": true}),
         json!({"only_own_orders": true, "fields": ["name", "user_id"]}),
     ] {
-        smartsync_sdk::testing::check_answers_reusable::<SalesApp>(
+        smartsync_sdk::testing::check_answers_reusable::<FeedPlugin<SalesApp>>(
             &with_config(context(ME), config),
             &events,
         );
     }
+}
+
+#[test]
+fn an_order_reassigned_away_leaves_the_salespersons_feed() {
+    use smartsync_sdk::testing::with_prior;
+    let config = json!({"only_own_orders": true});
+    let reassigned = with_prior(
+        order(1, EventKind::Write, json!(OTHER)),
+        Some(json!({"user_id": ME})),
+    );
+    let shaped = shape(config.clone(), vec![reassigned]).unwrap();
+    assert_eq!(ids(&shaped), [1]);
+    assert!(shaped[0].removal, "{shaped:?}");
+    // The new salesperson receives it.
+    let theirs = FeedPlugin::<SalesApp>::shape(
+        with_config(context(OTHER), config.clone()),
+        vec![with_prior(
+            order(1, EventKind::Write, json!(OTHER)),
+            Some(json!({"user_id": ME})),
+        )],
+    )
+    .unwrap();
+    assert_eq!(ids(&theirs), [1]);
+    assert!(!theirs[0].removal);
+    // Customers and products never leave the feed.
+    let customer = with_prior(
+        with_payload(
+            event(2, "res.partner", 8, EventKind::Write),
+            json!({"id": 8}),
+        ),
+        None,
+    );
+    let shaped = shape(config, vec![customer]).unwrap();
+    assert!(!shaped[0].removal);
 }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::meta;
 use super::space::Space;
-use crate::event::{DedupeKey, Event, EventKind, NewEvent, json_string_list};
+use crate::event::{DedupeKey, Event, EventKind, NewEvent, Previous, Prior, json_string_list};
 use crate::store::{
     Appended, BatchResult, BeforeCommit, CompactStep, Compacted, DeviceKey, DeviceState,
     PendingAppend, StoreError,
@@ -360,11 +360,11 @@ fn append(
             lookup: tx.prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?,
             insert: tx.prepare_cached(
                 "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
-                 changed_fields, dedupe_key, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 changed_fields, dedupe_key, received_at, previous) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?,
             newest: tx.prepare_cached(
-                "SELECT id, timestamp, kind FROM events WHERE model = ?1 AND record_id = ?2 \
+                "SELECT id, timestamp, kind, payload FROM events WHERE model = ?1 AND record_id = ?2 \
                  ORDER BY id DESC LIMIT 1",
             )?,
             forget_key: tx.prepare_cached("UPDATE events SET dedupe_key = NULL WHERE id = ?1")?,
@@ -405,7 +405,7 @@ fn append(
 struct Statements<'c> {
     lookup: rusqlite::CachedStatement<'c>,
     insert: rusqlite::CachedStatement<'c>,
-    /// A record's newest event: its id, timestamp and kind.
+    /// A record's newest event: its id, timestamp, kind and payload.
     newest: rusqlite::CachedStatement<'c>,
     /// Takes the key from an event whose version is stored again as a newer event.
     forget_key: rusqlite::CachedStatement<'c>,
@@ -428,6 +428,8 @@ fn append_batch<'e>(
     // Keys stored by this batch's earlier events.
     let mut keys: HashMap<&str, i64> = HashMap::new();
     for event in batch {
+        // The record's newest event: it tells versions apart, and what the record was before.
+        let newest = newest_of(statements, event)?;
         if let Some(dedupe) = &event.dedupe_key {
             let key = dedupe.as_str();
             // This batch's keys first: a version it stored again moved its key to a newer id.
@@ -439,30 +441,41 @@ fn append_batch<'e>(
                     .optional()?,
             };
             if let Some(id) = known {
-                if is_duplicate(statements, dedupe, id, event)? {
+                if is_duplicate(dedupe, id, newest.as_ref(), event) {
                     answers.push(Appended {
                         id,
                         duplicate: true,
+                        derived: None,
                     });
                     continue;
                 }
                 // The record changed back to this version: the key moves to the new event.
                 statements.forget_key.execute([id])?;
             } else if let DedupeKey::Version(_) = dedupe
-                && let Some(newest) = newer_than(statements, event)?
+                && let Some(newest) = newest.as_ref().filter(|n| n.supersedes(event))
             {
                 // A version older than what the log has of the record (posts that overtook
                 // each other, or a retry whose first copy compaction has folded away): the
                 // record's newest event stands for it.
                 answers.push(Appended {
-                    id: newest,
+                    id: newest.id,
                     duplicate: true,
+                    derived: None,
                 });
                 continue;
             }
             keys.insert(key, next);
         }
-        let changed_fields = event.changed_fields.as_deref().map(json_string_list);
+        let derived = crate::event::derive(
+            newest.as_ref().map(|n| Previous {
+                kind: n.kind,
+                payload: n.payload.as_deref(),
+            }),
+            event.kind,
+            event.payload.as_deref(),
+            event.changed_fields.as_deref(),
+        );
+        let changed_fields = derived.changed_fields.as_deref().map(json_string_list);
         statements.insert.execute(params![
             next,
             event.model,
@@ -473,10 +486,12 @@ fn append_batch<'e>(
             changed_fields,
             event.dedupe_key.as_ref().map(DedupeKey::as_str),
             event.received_at,
+            derived.prior.to_column(),
         ])?;
         answers.push(Appended {
             id: next,
             duplicate: false,
+            derived: Some(Arc::new(derived)),
         });
         next += 1;
     }
@@ -492,37 +507,27 @@ fn append_batch<'e>(
 /// or when the newest is from a later time, or is the record's deletion (an old post arriving
 /// late); after a newer change from the same moment, the record changed back to it.
 fn is_duplicate(
-    statements: &mut Statements<'_>,
     dedupe: &DedupeKey,
     stored: i64,
+    newest: Option<&Newest>,
     event: &NewEvent,
-) -> Result<bool, StoreError> {
+) -> bool {
     if let DedupeKey::Event(_) = dedupe {
-        return Ok(true);
+        return true;
     }
-    Ok(match newest_of(statements, event)? {
+    match newest {
         None => true,
         Some(newest) if newest.id == stored => true,
         Some(newest) => newest.supersedes(event),
-    })
+    }
 }
 
-/// The record's newest event, when it is newer than `event` (a version; see
-/// [`Newest::supersedes`]).
-fn newer_than(
-    statements: &mut Statements<'_>,
-    event: &NewEvent,
-) -> Result<Option<i64>, StoreError> {
-    Ok(newest_of(statements, event)?
-        .filter(|newest| newest.supersedes(event))
-        .map(|newest| newest.id))
-}
-
-/// A record's newest event, as far as telling versions apart goes.
+/// A record's newest event.
 struct Newest {
     id: i64,
     timestamp: String,
-    kind: String,
+    kind: EventKind,
+    payload: Option<String>,
 }
 
 impl Newest {
@@ -531,7 +536,7 @@ impl Newest {
     /// deletion: a version from up to the deletion's time (Odoo's deletion carries the last
     /// write_date) is an old one arriving late.
     fn supersedes(&self, event: &NewEvent) -> bool {
-        if self.kind == EventKind::Unlink.as_str() {
+        if self.kind == EventKind::Unlink {
             !is_later(&event.timestamp, &self.timestamp)
         } else {
             is_later(&self.timestamp, &event.timestamp)
@@ -543,16 +548,26 @@ fn newest_of(
     statements: &mut Statements<'_>,
     event: &NewEvent,
 ) -> Result<Option<Newest>, StoreError> {
-    Ok(statements
+    let row = statements
         .newest
         .query_row(params![event.model, event.record_id], |row| {
-            Ok(Newest {
-                id: row.get(0)?,
-                timestamp: row.get(1)?,
-                kind: row.get(2)?,
-            })
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
         })
-        .optional()?)
+        .optional()?;
+    row.map(|(id, timestamp, kind, payload)| {
+        Ok(Newest {
+            id,
+            timestamp,
+            kind: kind.parse().map_err(StoreError::Corrupt)?,
+            payload,
+        })
+    })
+    .transpose()
 }
 
 /// Whether RFC 3339 time `a` is after `b`; false when either does not read as one.
@@ -610,6 +625,8 @@ fn event_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
             .transpose()?,
         received_at: row.get(7)?,
         rev: row.get(8)?,
+        prior: Prior::from_column(row.get(9)?),
+        folded_from: row.get(10)?,
     })
 }
 
@@ -627,14 +644,14 @@ fn compact(
         // record, oldest first: one probe of events_by_record per record.
         let mut histories = tx.prepare_cached(
             "SELECT id, model, record_id, kind, timestamp, payload, changed_fields, received_at, \
-             rev FROM events WHERE (model, record_id) IN \
+             rev, previous, folded_from FROM events WHERE (model, record_id) IN \
              (SELECT model, record_id FROM events WHERE id > ?1 AND id <= ?2) AND id <= ?2 \
              ORDER BY model, record_id, id",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
         let mut rewrite = tx.prepare_cached(
-            "UPDATE events SET kind = ?2, payload = ?3, changed_fields = ?4, rev = ?5 \
-             WHERE id = ?1",
+            "UPDATE events SET kind = ?2, payload = ?3, changed_fields = ?4, rev = ?5, \
+             previous = ?6, folded_from = ?7 WHERE id = ?1",
         )?;
         let mut rows = histories.query_map(params![after, through], event_of_row)?;
         let mut history: Vec<Event> = Vec::new();
@@ -662,6 +679,8 @@ fn compact(
                     folded.payload,
                     folded.changed_fields.as_deref().map(json_string_list),
                     folded.rev,
+                    folded.prior.to_column(),
+                    folded.folded_from,
                 ])?;
                 changes.rewritten.push(folded);
             }
@@ -769,18 +788,23 @@ mod tests {
         NewEvent::test_write(model, key)
     }
 
-    fn fresh(id: i64) -> Appended {
-        Appended {
-            id,
-            duplicate: false,
-        }
+    /// (id, duplicate) of an answer.
+    type Answer = (i64, bool);
+
+    fn fresh(id: i64) -> Answer {
+        (id, false)
     }
 
-    fn duplicate(id: i64) -> Appended {
-        Appended {
-            id,
-            duplicate: true,
-        }
+    fn duplicate(id: i64) -> Answer {
+        (id, true)
+    }
+
+    /// The answers without what the store derived.
+    fn plain(answers: Vec<BatchResult>) -> Vec<Result<Vec<Answer>, StoreError>> {
+        answers
+            .into_iter()
+            .map(|batch| batch.map(|a| a.iter().map(|a| (a.id, a.duplicate)).collect()))
+            .collect()
     }
 
     /// A store whose database refuses events of the model `poison`, as a failing disk would.
@@ -795,7 +819,7 @@ mod tests {
     async fn append_queued_together(
         store: &SqliteStore,
         batches: Vec<Vec<NewEvent>>,
-    ) -> Vec<Result<Vec<Appended>, StoreError>> {
+    ) -> Vec<Result<Vec<Answer>, StoreError>> {
         let lock = store
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -808,7 +832,7 @@ mod tests {
         lock.rollback().await.expect("release");
         let mut answers = Vec::new();
         for answer in pending {
-            answers.extend(answer.await);
+            answers.extend(plain(answer.await));
         }
         answers
     }
@@ -833,8 +857,7 @@ mod tests {
             ],
         )
         .await;
-        let answers: Vec<Vec<Appended>> =
-            answers.into_iter().map(|a| a.expect("appended")).collect();
+        let answers: Vec<Vec<Answer>> = answers.into_iter().map(|a| a.expect("appended")).collect();
         assert_eq!(
             answers,
             [
@@ -873,7 +896,7 @@ mod tests {
             [(1, "a".into()), (2, "c".into())]
         );
         // Numbering goes on after the failure.
-        let next = store.append(vec![Arc::new(vec![event("d", None)])]).await;
+        let next = plain(store.append(vec![Arc::new(vec![event("d", None)])]).await);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].as_ref().expect("appended"), &[fresh(3)]);
         store.close().await;
@@ -907,8 +930,7 @@ mod tests {
             ],
         )
         .await;
-        let answers: Vec<Vec<Appended>> =
-            answers.into_iter().map(|a| a.expect("appended")).collect();
+        let answers: Vec<Vec<Answer>> = answers.into_iter().map(|a| a.expect("appended")).collect();
         assert_eq!(
             answers,
             [
@@ -1111,9 +1133,11 @@ mod tests {
             }
         );
         // A new event takes a fresh id: ids of dropped events are never reused.
-        let next = store
-            .append(vec![Arc::new(vec![change(9, Create, "{}")])])
-            .await;
+        let next = plain(
+            store
+                .append(vec![Arc::new(vec![change(9, Create, "{}")])])
+                .await,
+        );
         assert_eq!(next[0].as_ref().expect("appended"), &[fresh(8)]);
         store.close().await;
     }

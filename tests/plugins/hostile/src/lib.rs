@@ -69,7 +69,8 @@ impl Plugin for Hostile {
 
     fn shape(ctx: Context, events: Vec<Event>) -> Result<Vec<ShapedEvent>, PluginError> {
         let config: Config = parse_config(&ctx)?;
-        let keep_all = |events: Vec<Event>| events.into_iter().map(ShapedEvent::keep).collect();
+        let keep_all =
+            |events: Vec<Event>| events.into_iter().map(|e| ShapedEvent::keep(&e)).collect();
         Ok(match config.mode {
             Mode::Pass => keep_all(events),
             Mode::Loop => spin(),
@@ -91,11 +92,16 @@ impl Plugin for Hostile {
                     id: forged,
                     payload: PayloadChange::Drop,
                     data: None,
+                    removal: false,
                 }]
             }
-            Mode::Reordered => events.into_iter().rev().map(ShapedEvent::keep).collect(),
+            Mode::Reordered => events
+                .into_iter()
+                .rev()
+                .map(|e| ShapedEvent::keep(&e))
+                .collect(),
             Mode::DuplicateIds => match events.into_iter().next() {
-                Some(first) => vec![ShapedEvent::keep(first.clone()), ShapedEvent::keep(first)],
+                Some(first) => vec![ShapedEvent::keep(&first), ShapedEvent::keep(&first)],
                 None => Vec::new(),
             },
             Mode::HugeOutput => {
@@ -106,6 +112,7 @@ impl Plugin for Hostile {
                         id: e.id,
                         payload: PayloadChange::Replace(payload.clone()),
                         data: None,
+                        removal: false,
                     })
                     .collect()
             }
@@ -115,13 +122,14 @@ impl Plugin for Hostile {
                     id: e.id,
                     payload: PayloadChange::Replace("{not json".into()),
                     data: None,
+                    removal: false,
                 })
                 .collect(),
             Mode::DataNotObject => events
                 .into_iter()
                 .map(|e| ShapedEvent {
                     data: Some("[1,2,3]".into()),
-                    ..ShapedEvent::keep(e)
+                    ..ShapedEvent::keep(&e)
                 })
                 .collect(),
             Mode::StdoutFlood => {
@@ -139,7 +147,7 @@ impl Plugin for Hostile {
                 });
                 events
                     .into_iter()
-                    .map(|e| ShapedEvent::keep(e).with_data(reached.clone()))
+                    .map(|e| ShapedEvent::keep(&e).with_data(reached.clone()))
                     .collect()
             }
         })

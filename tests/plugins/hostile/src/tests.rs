@@ -35,7 +35,10 @@ fn an_empty_config_passes() {
     let config: Config = parse_config(&context(5)).unwrap();
     assert_eq!(config.mode, Mode::Pass);
     let shaped = shape(json!({}), events()).unwrap();
-    let kept: Vec<ShapedEvent> = events().into_iter().map(ShapedEvent::keep).collect();
+    let kept: Vec<ShapedEvent> = events()
+        .into_iter()
+        .map(|e| ShapedEvent::keep(&e))
+        .collect();
     assert_eq!(shaped, kept);
 }
 
