@@ -12,8 +12,9 @@
 //! | cannot tell (a field the predicate reads is missing) | | nothing ([`Feed::unknown_is_held`]: the change) |
 //!
 //! A deletion is sent, shaped, when the deleted record (its last values, or when the deletion
-//! carries none, its previous version) was held; shaped as if it had no payload, and sent
-//! without one, when that cannot be told; not at all when it was not held. When in doubt the SDK removes: an extra removal of a
+//! carries none, its previous version) was held; not at all when neither its last values nor its
+//! previous version were; otherwise (it cannot be told, or its previous version was held but
+//! its last values are not) shaped as if it had no payload, and sent without one. When in doubt the SDK removes: an extra removal of a
 //! record the device never held is harmless, a copy it should not keep is not.
 
 use std::marker::PhantomData;
@@ -183,7 +184,13 @@ pub fn decide<F: Feed>(event: &Event, ctx: &Context, config: &F::Config) -> Opti
         EventKind::Unlink => {
             let held = match record(now.clone()) {
                 Holds::Unknown => held_before(),
-                known => known,
+                // Not held as it was deleted, but maybe as a device had it before (a history
+                // folded into this deletion): told of it, with nothing of the record.
+                Holds::No => match held_before() {
+                    Holds::No => Holds::No,
+                    Holds::Yes | Holds::Unknown => Holds::Unknown,
+                },
+                Holds::Yes => Holds::Yes,
             };
             match held {
                 Holds::Yes => Some(F::shape(event, ctx, config)),
@@ -284,6 +291,11 @@ mod tests {
             "nothing"
         );
         assert_eq!(outcome(with_prior(bare, None)), "bare");
+        // Deleted as another's, but it was 5's before (a reassignment folded into the
+        // deletion): 5's devices must still drop it, and learn nothing of it.
+        let moved_then_deleted = with_prior(order(Unlink, json!(6)), Some(json!({"user_id": 5})));
+        assert_eq!(outcome(moved_then_deleted), "bare");
+        assert_eq!(outcome(with_prior(order(Unlink, json!(6)), None)), "bare");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod compaction;
+mod convergence;
 mod durability;
 mod feeds;
 mod full_disk;
