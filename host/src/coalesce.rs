@@ -88,28 +88,36 @@ impl AnswerEvent {
     }
 }
 
-/// Applies the table above to `events`, which are in id order.
-pub fn coalesce(events: Vec<AnswerEvent>) -> Vec<AnswerEvent> {
+/// Applies the table above to `events`, which are in id order, for a device that had read the
+/// log up to `position` before them.
+pub fn coalesce(events: Vec<AnswerEvent>, position: i64) -> Vec<AnswerEvent> {
     let mut groups: HashMap<(String, i64), Vec<AnswerEvent>> = HashMap::new();
     for event in events {
         let key = (event.event().model.clone(), event.event().record_id);
         groups.entry(key).or_default().push(event);
     }
-    let mut out: Vec<AnswerEvent> = groups.into_values().filter_map(merge).collect();
+    let mut out: Vec<AnswerEvent> = groups
+        .into_values()
+        .filter_map(|changes| merge(changes, position))
+        .collect();
     out.sort_by_key(|e| e.event().id);
     out
 }
 
 /// One record's changes, oldest first, as one event (or none).
-fn merge(mut changes: Vec<AnswerEvent>) -> Option<AnswerEvent> {
-    let first_kind = changes.first()?.kind();
+fn merge(mut changes: Vec<AnswerEvent>, position: i64) -> Option<AnswerEvent> {
+    let first = changes.first()?;
+    // Created within this answer: unless compaction folded into that `create` a history the
+    // device had read part of, when the device may hold the record already.
+    let created_here = first.kind() == EventKind::Create
+        && first.event().folded_from.is_none_or(|from| from > position);
     let last = changes.pop()?;
     if changes.is_empty() {
         return Some(last);
     }
     if last.kind() == EventKind::Unlink {
         // Came and went, or went.
-        return (first_kind != EventKind::Create).then_some(last);
+        return (!created_here).then_some(last);
     }
     // What follows the record's last deletion (if it came back) says what it is now.
     let since = changes
@@ -202,11 +210,14 @@ mod tests {
 
     #[test]
     fn create_then_writes_is_one_create_with_the_latest_payload() {
-        let out = coalesce(vec![
-            change(1, 7, Create, Some(r#"{"state":"draft"}"#), None),
-            change(2, 7, Write, Some(r#"{"state":"sale"}"#), Some(&["state"])),
-            change(3, 7, Write, None, Some(&["note"])),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Create, Some(r#"{"state":"draft"}"#), None),
+                change(2, 7, Write, Some(r#"{"state":"sale"}"#), Some(&["state"])),
+                change(3, 7, Write, None, Some(&["note"])),
+            ],
+            0,
+        );
         assert_eq!(
             summary(&out),
             vec![(3, 7, Create, Some(r#"{"state":"sale"}"#.into()), None)]
@@ -216,10 +227,13 @@ mod tests {
 
     #[test]
     fn writes_are_one_write_with_the_union_of_changed_fields() {
-        let out = coalesce(vec![
-            change(1, 7, Write, Some(r#"{"a":1}"#), Some(&["a"])),
-            change(2, 7, Write, Some(r#"{"b":2}"#), Some(&["b", "a"])),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Write, Some(r#"{"a":1}"#), Some(&["a"])),
+                change(2, 7, Write, Some(r#"{"b":2}"#), Some(&["b", "a"])),
+            ],
+            0,
+        );
         assert_eq!(
             summary(&out),
             vec![(
@@ -231,35 +245,44 @@ mod tests {
             )]
         );
         // A write that does not say what changed makes the union unknown.
-        let out = coalesce(vec![
-            change(1, 7, Write, None, Some(&["a"])),
-            change(2, 7, Write, None, None),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Write, None, Some(&["a"])),
+                change(2, 7, Write, None, None),
+            ],
+            0,
+        );
         assert_eq!(summary(&out), vec![(2, 7, Write, None, None)]);
     }
 
     #[test]
     fn anything_then_unlink_is_unlink_and_create_then_unlink_is_nothing() {
-        let out = coalesce(vec![
-            change(1, 7, Write, None, None),
-            change(2, 7, Unlink, None, None),
-            change(3, 8, Create, None, None),
-            change(4, 8, Write, None, None),
-            change(5, 8, Unlink, None, None),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Write, None, None),
+                change(2, 7, Unlink, None, None),
+                change(3, 8, Create, None, None),
+                change(4, 8, Write, None, None),
+                change(5, 8, Unlink, None, None),
+            ],
+            0,
+        );
         assert_eq!(summary(&out), vec![(2, 7, Unlink, None, None)]);
     }
 
     #[test]
     fn a_record_that_came_back_is_what_follows_its_deletion() {
-        let out = coalesce(vec![
-            change(1, 7, Write, Some(r#"{"v":1}"#), None),
-            change(2, 7, Unlink, None, None),
-            change(3, 7, Create, Some(r#"{"v":3}"#), None),
-            change(4, 7, Write, Some(r#"{"v":4}"#), Some(&["v"])),
-            change(5, 8, Unlink, None, None),
-            change(6, 8, Write, Some(r#"{"w":6}"#), Some(&["w"])),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Write, Some(r#"{"v":1}"#), None),
+                change(2, 7, Unlink, None, None),
+                change(3, 7, Create, Some(r#"{"v":3}"#), None),
+                change(4, 7, Write, Some(r#"{"v":4}"#), Some(&["v"])),
+                change(5, 8, Unlink, None, None),
+                change(6, 8, Write, Some(r#"{"w":6}"#), Some(&["w"])),
+            ],
+            0,
+        );
         assert_eq!(
             summary(&out),
             vec![
@@ -276,13 +299,34 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_create_whose_history_the_device_read_is_not_taken_for_a_new_record() {
+        let folded = |id: i64, from: i64| {
+            let AnswerEvent::Logged(e) = change(id, 7, Create, None, None) else {
+                unreachable!()
+            };
+            let mut event = e.event.clone();
+            event.folded_from = Some(from);
+            AnswerEvent::Logged(LoggedEvent::new(event))
+        };
+        // The device read event 3, folded since into 10: it may hold the record.
+        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 5);
+        assert_eq!(summary(&out), vec![(12, 7, Unlink, None, None)]);
+        // A device that had read nothing of it: the record came and went.
+        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 2);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn records_stay_apart_and_answers_stay_in_id_order() {
-        let out = coalesce(vec![
-            change(1, 7, Create, None, None),
-            change(2, 8, Write, None, None),
-            change(3, 7, Write, None, None),
-            change(4, 9, Unlink, None, None),
-        ]);
+        let out = coalesce(
+            vec![
+                change(1, 7, Create, None, None),
+                change(2, 8, Write, None, None),
+                change(3, 7, Write, None, None),
+                change(4, 9, Unlink, None, None),
+            ],
+            0,
+        );
         let ids: Vec<(i64, i64, EventKind)> = out
             .iter()
             .map(|e| (e.event().id, e.event().record_id, e.event().kind))
@@ -298,7 +342,7 @@ mod tests {
             ev.model = "res.partner".into();
             partner = AnswerEvent::Logged(LoggedEvent::new(ev));
         }
-        let out = coalesce(vec![change(1, 7, Create, None, None), partner]);
+        let out = coalesce(vec![change(1, 7, Create, None, None), partner], 0);
         assert_eq!(out.len(), 2);
     }
 }

@@ -86,7 +86,8 @@ pub struct NewEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DedupeKey {
     /// The source's own name for the event (`key` in `POST /api/v2/events`): once stored, the
-    /// same key is never stored again.
+    /// same key is not stored again while that event is kept (retention takes keys with the
+    /// events it drops).
     Event(String),
     /// One version of one record, as an Odoo webhook post carries it
     /// ([`crate::ingest::odoo_dedupe_key`]). The same version again is a duplicate while it is

@@ -60,6 +60,8 @@ pub struct TailLimits {
 struct Tail {
     /// Every event with an id above `floor` is in `events`.
     floor: i64,
+    /// The newest id committed, which compaction may since have dropped.
+    head: i64,
     events: VecDeque<Arc<LoggedEvent>>,
     bytes: usize,
     limits: TailLimits,
@@ -67,10 +69,11 @@ struct Tail {
 
 impl Tail {
     fn head(&self) -> i64 {
-        self.events.back().map_or(self.floor, |e| e.event.id)
+        self.head
     }
 
     fn push(&mut self, entry: Arc<LoggedEvent>) {
+        self.head = self.head.max(entry.event.id);
         self.bytes += entry.weight();
         self.events.push_back(entry);
         while self.events.len() > 1
@@ -260,16 +263,25 @@ impl EventLog {
         let last = store.last_event_id().await?;
         let meta = store.log_meta().await?;
         let newest = store.newest(limits.max_events).await?;
+        // The newest events, unless the newest ids were dropped (a deletion dropped by
+        // compaction, events pruned): then nothing above the last id is, and reads go to the
+        // store. The head stays the last id committed, where devices may be.
+        let whole = newest.last().is_some_and(|e| e.id == last);
         let mut tail = Tail {
-            floor: newest.first().map_or(last, |e| e.id - 1),
-            events: VecDeque::with_capacity(newest.len()),
+            floor: match newest.first() {
+                Some(first) if whole => first.id - 1,
+                _ => last,
+            },
+            head: last,
+            events: VecDeque::with_capacity(if whole { newest.len() } else { 0 }),
             bytes: 0,
             limits,
         };
-        for event in newest {
-            tail.push(LoggedEvent::new(event));
+        if whole {
+            for event in newest {
+                tail.push(LoggedEvent::new(event));
+            }
         }
-        // Ids of events that were never committed may lie above the newest stored event.
         let head = tail.head();
         let shared = Arc::new(Shared {
             store,
@@ -921,6 +933,7 @@ mod tests {
     fn a_tail_pruned_empty_keeps_its_head() {
         let mut tail = Tail {
             floor: 0,
+            head: 0,
             events: VecDeque::new(),
             bytes: 0,
             limits: TailLimits {

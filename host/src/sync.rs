@@ -312,7 +312,8 @@ impl DeviceCursor {
                 continue;
             }
             if self.coalesce {
-                read.page.events = coalesce(std::mem::take(&mut read.page.events));
+                let position = known.map_or(0, |k| k.position);
+                read.page.events = coalesce(std::mem::take(&mut read.page.events), position);
             }
             let now = now_rfc3339();
             let (sync_count, first_sync_time) = match device.state() {
@@ -455,8 +456,10 @@ async fn read_feed(
 ) -> ApiResult<FeedRead> {
     let start = known.map_or(0, |k| k.position);
     let feed_epoch = feed_epoch_of(feed);
-    // Read before the page: a deletion dropped while the page is read is caught by the scan.
-    let dropped = app.log.tombstones_dropped_through();
+    // Read before the page. A device that begins reading the log now cannot hold the records
+    // of the deletions compaction has passed: their histories are folded into them already.
+    // One dropped while the page is read is caught by the scan.
+    let compacted = app.log.compacted_through();
     let reset = reset_due(app, Some(feed), known);
     let page = match (reset, feed) {
         (Some(_), _) => Page::default(),
@@ -497,10 +500,8 @@ async fn read_feed(
     let lost = page.pruned || (page.tombstone_lost && holds_records(app, start, mark));
     let reset = reset.or(lost.then_some(ResetReason::CursorTooOld));
     let (page, tombstone_mark) = match reset {
-        Some(_) => (restart(app), app.log.tombstones_dropped_through()),
-        // A device that starts reading the log from its start cannot hold the records of the
-        // deletions dropped before.
-        None if !holds_records(app, start, 0) => (page, dropped),
+        Some(_) => (restart(app), app.log.compacted_through()),
+        None if start <= app.log.pruned_through() => (page, compacted),
         None => (page, mark),
     };
     Ok(FeedRead {
@@ -514,7 +515,7 @@ async fn read_feed(
 
 /// Whether a device at `start` may hold records of deletions that compaction dropped: one at
 /// the start of what the log keeps has read nothing of it (it never pulled, or it was reset),
-/// and one that began reading after deletions were dropped (up to `mark`, see
+/// and one that began reading when compaction had passed the deletions (up to `mark`, see
 /// [`Cursor::tombstone_mark`]) cannot hold their records.
 fn holds_records(app: &App, start: i64, mark: i64) -> bool {
     start > app.log.pruned_through() && mark < app.log.tombstones_dropped_through()
@@ -608,6 +609,7 @@ async fn plugin_page(
     let mut scanned = 0usize;
     loop {
         let want = limit - page.events.len();
+        let position = page.scanned_to;
         let chunk = app
             .log
             .scan(
@@ -618,18 +620,21 @@ async fn plugin_page(
             )
             .await
             .map_err(ApiError::internal)?;
-        if chunk.pruned || chunk.tombstone_lost {
-            page.pruned = chunk.pruned;
-            page.tombstone_lost = chunk.tombstone_lost;
+        if chunk.pruned {
+            page.pruned = true;
             return Ok(page);
         }
+        // Whether it matters (the device may hold records) is for the caller to say: a device
+        // that holds nothing reads on.
+        page.tombstone_lost |= chunk.tombstone_lost;
         if chunk.events.is_empty() {
             page.scanned_to = chunk.scanned_to;
             page.has_more = chunk.has_more;
             return Ok(page);
         }
         scanned += chunk.events.len();
-        let events = as_seen_from(chunk.events, start);
+        // The device will have read the page's earlier chunks too.
+        let events = as_seen_from(chunk.events, position);
         let shaped = plugin.answer(ctx, &events).await.map_err(plugin_failed)?;
         let fits = shaped.len() <= want;
         page.events.reserve(shaped.len().min(want));

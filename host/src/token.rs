@@ -26,9 +26,9 @@ pub struct Cursor {
     pub position: i64,
     /// The version of the plugin that shaped its feed (0: none).
     pub epoch: u64,
-    /// The newest deletion compaction had dropped when the device began reading the log from
-    /// its start: the records of deletions dropped up to here were gone before the device could
-    /// read them, so it cannot hold them. A deletion dropped after this and after the device's
+    /// How far compaction had gone when the device began reading the log from its start: the
+    /// history of a deletion up to here was folded into it before the device could read it, so
+    /// the device cannot hold its record. A deletion dropped after this and after the device's
     /// position may be one it needed (0: any may be).
     pub tombstone_mark: i64,
 }

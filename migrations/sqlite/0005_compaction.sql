@@ -17,6 +17,6 @@ ALTER TABLE events ADD COLUMN folded_from INTEGER;
 --   tombstones_dropped_through: the newest deletion dropped; a device positioned before it may
 --                               have missed it, and must start over.
 
--- The newest deletion compaction had dropped when the device began reading the log from its
--- start: deletions dropped up to there cannot concern it.
+-- How far compaction had gone when the device began reading the log from its start: the
+-- deletions up to there had their histories folded into them, and cannot concern it.
 ALTER TABLE devices ADD COLUMN tombstone_mark INTEGER NOT NULL DEFAULT 0;

@@ -210,3 +210,46 @@ async fn a_device_whose_unread_deletion_was_dropped_starts_over() {
     assert_eq!(newcomer.records, ahead.records);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn plugin_feeds_read_on_after_deletions_are_dropped_and_across_restarts() {
+    // The bundled plugins, sales_app among them.
+    let mut server = TestServer::start_with(|config| config.retention.interval_secs = 3600).await;
+    let s = session(5);
+    let sales = |device: &str| json!({"user_id": 5, "device_id": device, "app_type": "sales_app", "limit": 1});
+    let order = |id: i64, kind: &str| {
+        json!({"model": "sale.order", "record_id": id, "event": kind,
+               "payload": {"id": id, "user_id": 5, "state": "sale"}})
+    };
+    server
+        .ingest_ok(json!([
+            order(1, "create"),
+            order(2, "create"),
+            order(2, "unlink")
+        ]))
+        .await;
+    let mut old = Replica::default();
+    old.catch_up(&server, &s, &sales("old")).await;
+    assert_eq!(old.records.keys().map(|k| k.1).collect::<Vec<_>>(), [1]);
+
+    // The newest event, a deletion, is dropped.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let done = server.compact(&compact_now(Span::from_secs(1))).await;
+    assert_eq!((done.folded, done.tombstones_dropped), (1, 1), "{done:?}");
+
+    // A device that never pulled reads its feed through the plugin, page by page.
+    let mut new = Replica::default();
+    let answers = new.catch_up(&server, &s, &sales("new")).await;
+    assert!(answers.iter().all(|a| a.get("reset_required").is_none()));
+    assert_eq!(new.records, old.records);
+
+    // After a restart the log's head is still the dropped deletion's id: devices that read it
+    // are not taken for devices of another log, and ids are not given out again.
+    server.restart().await;
+    let after = server.pull_ok(&s, &sales("old")).await;
+    assert!(after.get("reset_required").is_none(), "{after}");
+    server.ingest_ok(json!([order(3, "create")])).await;
+    let next = server.pull_ok(&s, &sales("old")).await;
+    assert_eq!(event_ids(&next), [4]);
+    server.stop().await;
+}

@@ -74,15 +74,16 @@ fn fields(json: &str) -> Option<BTreeMap<String, &RawValue>> {
 }
 
 /// The values in `before` of the fields whose values differ in `now`, as a JSON object;
-/// `None` when either is not a JSON object. A field `now` has and `before` lacks is left out:
-/// its earlier value is not known.
+/// `None` when either is not a JSON object, or when `now` has a field that `before` lacks
+/// (a source that sends only what changed, a rule that selects other fields): that field's
+/// earlier value is not known, and taking it for unchanged could hide that the record left a
+/// feed.
 fn changed_values(before: &str, now: &str) -> Option<String> {
     let (before, now) = (fields(before)?, fields(now)?);
     let mut out = String::from("{");
     for (field, value) in &now {
-        if let Some(old) = before.get(field)
-            && old.get() != value.get()
-        {
+        let old = before.get(field)?;
+        if old.get() != value.get() {
             if out.len() > 1 {
                 out.push(',');
             }
@@ -121,9 +122,19 @@ mod tests {
     }
 
     #[test]
+    fn a_field_the_previous_event_did_not_have_makes_the_prior_unknown() {
+        // Only what changed: the salesperson's earlier value is not in the previous event.
+        let before = json!({"state": "sale"});
+        let now = json!({"user_id": 7});
+        let derived = derive(Some(written(&before)), Write, Some(&now.to_string()), None);
+        assert_eq!(derived.prior, Prior::Unknown);
+        assert_eq!(derived.changed_fields, None);
+    }
+
+    #[test]
     fn a_write_knows_the_earlier_values_of_what_it_changed() {
-        let before = json!({"id": 7, "user_id": 5, "state": "draft", "note": false});
-        let now = json!({"id": 7, "user_id": 6, "state": "draft", "note": "hi", "x": 1});
+        let before = json!({"id": 7, "user_id": 5, "state": "draft", "note": false, "x": 0});
+        let now = json!({"id": 7, "user_id": 6, "state": "draft", "note": "hi", "x": 0});
         let derived = derive(Some(written(&before)), Write, Some(&now.to_string()), None);
         assert_eq!(values(&derived.prior), json!({"user_id": 5, "note": false}));
         assert_eq!(

@@ -17,7 +17,8 @@ pub struct DeviceState {
     pub last_sync_time: String,
     /// The version of the plugin that shaped the last pull (0: no plugin).
     pub feed_epoch: u64,
-    /// The newest deletion dropped by compaction before the device began reading the log from
-    /// its start (0: unknown, any deletion dropped after its position may be one it needed).
+    /// How far compaction had gone when the device began reading the log from its start (see
+    /// `token::Cursor::tombstone_mark`; 0: any deletion dropped after its position may be one
+    /// it needed).
     pub tombstone_mark: i64,
 }
