@@ -7,8 +7,9 @@
 //! record has left its feed. The same comparison gives `changed_fields` to the sources that do
 //! not send them (Odoo's webhooks).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{EventKind, Prior};
@@ -35,6 +36,8 @@ pub fn derive(
     payload: Option<&str>,
     changed_fields: Option<&[String]>,
 ) -> Derived {
+    // The fields whose values differ from the previous event's, when that could be told.
+    let mut touched = None;
     let prior = match previous {
         // A create of a record the log never saw: a new record. Any other change: the record
         // predates the log, or its history was pruned.
@@ -53,14 +56,17 @@ pub fn derive(
             // Nothing of the record now: everything it was is its previous version.
             None => Prior::Changed(before.to_string()),
             Some(now) => match changed_values(before, now) {
-                Some(changed) => Prior::Changed(changed),
+                Some((values, fields)) => {
+                    touched = Some(fields);
+                    Prior::Changed(values)
+                }
                 None => Prior::Unknown,
             },
         },
     };
-    let changed_fields = match (&prior, kind, changed_fields) {
-        (_, _, Some(given)) => Some(given.to_vec()),
-        (Prior::Changed(values), EventKind::Write, None) if payload.is_some() => fields_of(values),
+    let changed_fields = match (kind, changed_fields) {
+        (_, Some(given)) => Some(given.to_vec()),
+        (EventKind::Write, None) => touched,
         _ => None,
     };
     Derived {
@@ -69,35 +75,94 @@ pub fn derive(
     }
 }
 
-fn fields(json: &str) -> Option<BTreeMap<String, &RawValue>> {
-    serde_json::from_str(json).ok()
+/// A JSON object's fields in order, values left as text, keys borrowed where they have no
+/// escapes: a payload is split without building a map.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    fn parse(json: &'a str) -> Option<Fields<'a>> {
+        serde_json::from_str(json).ok()
+    }
+
+    fn get(&self, field: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(key, _)| key == field).map(|(_, v)| *v)
+    }
 }
 
-/// The values in `before` of the fields whose values differ in `now`, as a JSON object;
-/// `None` when either is not a JSON object, or when `now` has a field that `before` lacks
-/// (a source that sends only what changed, a rule that selects other fields): that field's
-/// earlier value is not known, and taking it for unchanged could hide that the record left a
-/// feed.
-fn changed_values(before: &str, now: &str) -> Option<String> {
-    let (before, now) = (fields(before)?, fields(now)?);
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    fields.push((key.0, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// An object's key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// The values in `before` of the fields whose values differ in `now`, as a JSON object, and
+/// those fields; `None` when either is not a JSON object, or when `now` has a field that
+/// `before` lacks (a source that sends only what changed, a rule that selects other fields):
+/// that field's earlier value is not known, and taking it for unchanged could hide that the
+/// record left a feed.
+fn changed_values(before: &str, now: &str) -> Option<(String, Vec<String>)> {
+    if before == now {
+        // A retry, or a write that changed nothing the source sends.
+        return Some(("{}".to_string(), Vec::new()));
+    }
+    let (before, now) = (Fields::parse(before)?, Fields::parse(now)?);
     let mut out = String::from("{");
-    for (field, value) in &now {
+    let mut changed = Vec::new();
+    for (field, value) in &now.0 {
         let old = before.get(field)?;
         if old.get() != value.get() {
             if out.len() > 1 {
                 out.push(',');
             }
-            out.push_str(&serde_json::to_string(field).ok()?);
+            out.push_str(&serde_json::to_string(field.as_ref()).ok()?);
             out.push(':');
             out.push_str(old.get());
+            changed.push(field.to_string());
         }
     }
     out.push('}');
-    Some(out)
-}
-
-fn fields_of(object: &str) -> Option<Vec<String>> {
-    Some(fields(object)?.into_keys().collect())
+    Some((out, changed))
 }
 
 #[cfg(test)]
