@@ -45,7 +45,7 @@ fn events(models: &[&str]) -> Vec<Arc<LoggedEvent>> {
                 received_at: "2024-01-15T10:30:01Z".into(),
                 rev: 0,
                 prior: smartsync::event::Prior::Unknown,
-                folded_from: None,
+                folded: None,
             })
         })
         .collect()

@@ -89,8 +89,8 @@ impl AnswerEvent {
 }
 
 /// Applies the table above to `events`, which are in id order, for a device that had read the
-/// log up to `position` before them.
-pub fn coalesce(events: Vec<AnswerEvent>, position: i64) -> Vec<AnswerEvent> {
+/// log up to `position` before them, having begun when compaction had gone up to `mark`.
+pub fn coalesce(events: Vec<AnswerEvent>, position: i64, mark: i64) -> Vec<AnswerEvent> {
     let mut groups: HashMap<(String, i64), Vec<AnswerEvent>> = HashMap::new();
     for event in events {
         let key = (event.event().model.clone(), event.event().record_id);
@@ -98,19 +98,22 @@ pub fn coalesce(events: Vec<AnswerEvent>, position: i64) -> Vec<AnswerEvent> {
     }
     let mut out: Vec<AnswerEvent> = groups
         .into_values()
-        .filter_map(|changes| merge(changes, position))
+        .filter_map(|changes| merge(changes, position, mark))
         .collect();
     out.sort_by_key(|e| e.event().id);
     out
 }
 
 /// One record's changes, oldest first, as one event (or none).
-fn merge(mut changes: Vec<AnswerEvent>, position: i64) -> Option<AnswerEvent> {
+fn merge(mut changes: Vec<AnswerEvent>, position: i64, mark: i64) -> Option<AnswerEvent> {
     let first = changes.first()?;
     // Created within this answer: unless compaction folded into that `create` a history the
-    // device had read part of, when the device may hold the record already.
+    // device may have read part of, when the device may hold the record already.
     let created_here = first.kind() == EventKind::Create
-        && first.event().folded_from.is_none_or(|from| from > position);
+        && first
+            .event()
+            .folded
+            .is_none_or(|f| !f.may_have_been_read(position, mark));
     let last = changes.pop()?;
     if changes.is_empty() {
         return Some(last);
@@ -183,7 +186,7 @@ mod tests {
             received_at: "2024-01-15T10:00:00Z".into(),
             rev: 0,
             prior: crate::event::Prior::Unknown,
-            folded_from: None,
+            folded: None,
         }))
     }
 
@@ -217,6 +220,7 @@ mod tests {
                 change(3, 7, Write, None, Some(&["note"])),
             ],
             0,
+            0,
         );
         assert_eq!(
             summary(&out),
@@ -232,6 +236,7 @@ mod tests {
                 change(1, 7, Write, Some(r#"{"a":1}"#), Some(&["a"])),
                 change(2, 7, Write, Some(r#"{"b":2}"#), Some(&["b", "a"])),
             ],
+            0,
             0,
         );
         assert_eq!(
@@ -251,6 +256,7 @@ mod tests {
                 change(2, 7, Write, None, None),
             ],
             0,
+            0,
         );
         assert_eq!(summary(&out), vec![(2, 7, Write, None, None)]);
     }
@@ -265,6 +271,7 @@ mod tests {
                 change(4, 8, Write, None, None),
                 change(5, 8, Unlink, None, None),
             ],
+            0,
             0,
         );
         assert_eq!(summary(&out), vec![(2, 7, Unlink, None, None)]);
@@ -281,6 +288,7 @@ mod tests {
                 change(5, 8, Unlink, None, None),
                 change(6, 8, Write, Some(r#"{"w":6}"#), Some(&["w"])),
             ],
+            0,
             0,
         );
         assert_eq!(
@@ -305,14 +313,21 @@ mod tests {
                 unreachable!()
             };
             let mut event = e.event.clone();
-            event.folded_from = Some(from);
+            event.folded = Some(crate::event::Folded { from, at: 20 });
             AnswerEvent::Logged(LoggedEvent::new(event))
         };
         // The device read event 3, folded since into 10: it may hold the record.
-        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 5);
+        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 5, 0);
         assert_eq!(summary(&out), vec![(12, 7, Unlink, None, None)]);
         // A device that had read nothing of it: the record came and went.
-        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 2);
+        let out = coalesce(vec![folded(10, 3), change(12, 7, Unlink, None, None)], 2, 0);
+        assert!(out.is_empty());
+        // Nor had one that began reading after the fold, whatever its position.
+        let out = coalesce(
+            vec![folded(10, 3), change(12, 7, Unlink, None, None)],
+            5,
+            20,
+        );
         assert!(out.is_empty());
     }
 
@@ -325,6 +340,7 @@ mod tests {
                 change(3, 7, Write, None, None),
                 change(4, 9, Unlink, None, None),
             ],
+            0,
             0,
         );
         let ids: Vec<(i64, i64, EventKind)> = out
@@ -342,7 +358,7 @@ mod tests {
             ev.model = "res.partner".into();
             partner = AnswerEvent::Logged(LoggedEvent::new(ev));
         }
-        let out = coalesce(vec![change(1, 7, Create, None, None), partner], 0);
+        let out = coalesce(vec![change(1, 7, Create, None, None), partner], 0, 0);
         assert_eq!(out.len(), 2);
     }
 }

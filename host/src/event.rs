@@ -124,10 +124,28 @@ pub struct Event {
     /// What the record was just before this event (before the whole folded history, for an
     /// event compaction folded older changes into).
     pub prior: Prior,
-    /// The id of the oldest change compaction folded into this event, if any: a device
-    /// positioned at or after it read part of that history, and what it holds of the record
-    /// is not known.
-    pub folded_from: Option<i64>,
+    /// The history compaction folded into this event, if any.
+    pub folded: Option<Folded>,
+}
+
+/// The history compaction folded into an event: a device that read part of it holds a
+/// version of the record that the event's prior does not tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// The id of the oldest change folded in.
+    pub from: i64,
+    /// How far compaction had gone (its `compacted_through`) when it last folded changes into
+    /// this event: a device that began reading the log after that never saw them.
+    pub at: i64,
+}
+
+impl Folded {
+    /// Whether a device at `position`, which began reading the log from its start when
+    /// compaction had gone up to `mark` (see `token::Cursor::tombstone_mark`), may have read
+    /// part of the folded history before it was folded.
+    pub fn may_have_been_read(&self, position: i64, mark: i64) -> bool {
+        self.from <= position && self.at > mark
+    }
 }
 
 impl Prior {
@@ -162,7 +180,7 @@ impl Event {
             received_at: new.received_at,
             rev: 0,
             prior: Prior::Unknown,
-            folded_from: None,
+            folded: None,
         }
     }
 
@@ -368,7 +386,7 @@ mod tests {
             received_at: "2024-01-15T10:30:01Z".into(),
             rev: 0,
             prior: Prior::Unknown,
-            folded_from: None,
+            folded: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&event.to_wire_json()).expect("wire form is JSON");

@@ -313,7 +313,8 @@ impl DeviceCursor {
             }
             if self.coalesce {
                 let position = known.map_or(0, |k| k.position);
-                read.page.events = coalesce(std::mem::take(&mut read.page.events), position);
+                let mark = read.tombstone_mark;
+                read.page.events = coalesce(std::mem::take(&mut read.page.events), position, mark);
             }
             let now = now_rfc3339();
             let (sync_count, first_sync_time) = match device.state() {
@@ -460,6 +461,11 @@ async fn read_feed(
     // of the deletions compaction has passed: their histories are folded into them already.
     // One dropped while the page is read is caught by the scan.
     let compacted = app.log.compacted_through();
+    // The device's mark for this page: a device that begins reading the log now takes today's.
+    let mark_now = match known {
+        Some(k) if start > app.log.pruned_through() => k.tombstone_mark,
+        _ => compacted,
+    };
     let reset = reset_due(app, Some(feed), known);
     let page = match (reset, feed) {
         (Some(_), _) => Page::default(),
@@ -491,7 +497,7 @@ async fn read_feed(
                 lang: identity.lang.clone(),
                 tz: identity.tz.clone(),
             };
-            plugin_page(app, active, &ctx, start, limit).await?
+            plugin_page(app, active, &ctx, start, mark_now, limit).await?
         }
     };
     // A page that events were pruned from under is no page: the device starts over. So is
@@ -592,6 +598,7 @@ async fn plugin_page(
     active: &ActivePlugin,
     ctx: &CallContext,
     start: i64,
+    mark: i64,
     limit: usize,
 ) -> ApiResult<Page> {
     let plugin = &active.plugin;
@@ -634,7 +641,7 @@ async fn plugin_page(
         }
         scanned += chunk.events.len();
         // The device will have read the page's earlier chunks too.
-        let events = as_seen_from(chunk.events, position);
+        let events = as_seen_from(chunk.events, position, mark);
         let shaped = plugin.answer(ctx, &events).await.map_err(plugin_failed)?;
         let fits = shaped.len() <= want;
         page.events.reserve(shaped.len().min(want));
@@ -661,27 +668,30 @@ async fn plugin_page(
 /// Marks the revision of an event whose prior a device at its position cannot rely on.
 const BLIND: u32 = 1 << 31;
 
-/// `events` as a device positioned at `position` sees them: an event that compaction folded a
-/// history into, which the device read part of, has an unknown prior for it (what it holds of
-/// the record cannot be told). Such an event is another revision of it, so that answers kept
-/// for the two are kept apart.
-fn as_seen_from(events: Vec<Arc<LoggedEvent>>, position: i64) -> Vec<Arc<LoggedEvent>> {
-    if !events
-        .iter()
-        .any(|e| e.event.folded_from.is_some_and(|from| from <= position))
-    {
+/// `events` as a device at `position` sees them, which began reading the log when compaction
+/// had gone up to `mark`: an event that compaction folded a history into, which the device may
+/// have read part of, has an unknown prior for it (what it holds of the record cannot be told).
+/// Such an event is another revision of it, so that answers kept for the two are kept apart.
+fn as_seen_from(events: Vec<Arc<LoggedEvent>>, position: i64, mark: i64) -> Vec<Arc<LoggedEvent>> {
+    let blind = |e: &LoggedEvent| {
+        e.event
+            .folded
+            .is_some_and(|f| f.may_have_been_read(position, mark))
+    };
+    if !events.iter().any(|e| blind(e)) {
         return events;
     }
     events
         .into_iter()
-        .map(|e| match e.event.folded_from {
-            Some(from) if from <= position && e.event.prior != Prior::Unknown => {
+        .map(|e| {
+            if blind(&e) && e.event.prior != Prior::Unknown {
                 let mut event = e.event.clone();
                 event.prior = Prior::Unknown;
                 event.rev |= BLIND;
                 LoggedEvent::new(event)
+            } else {
+                e
             }
-            _ => e,
         })
         .collect()
 }

@@ -7,9 +7,12 @@ ALTER TABLE events ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
 -- values before the event of the fields it changed, as a JSON object. Plugins read a record's
 -- previous version from it, to tell a device that the record left its feed.
 ALTER TABLE events ADD COLUMN previous TEXT;
--- The oldest change compaction folded into the event (NULL: none): a device positioned at or
--- after it read part of that history, and what it holds of the record is not known.
+-- The oldest change compaction folded into the event (NULL: none), and how far compaction had
+-- gone (compacted_through) when it last folded changes into it: a device positioned at or after
+-- the oldest, which began reading the log before that fold, may have read part of the history,
+-- and what it holds of the record is not known.
 ALTER TABLE events ADD COLUMN folded_from INTEGER;
+ALTER TABLE events ADD COLUMN folded_at INTEGER;
 -- log_meta gains, as compaction runs:
 --   compacted_through:          every event up to this id had its record's older changes folded
 --                               into it when compaction passed it;

@@ -202,3 +202,49 @@ async fn a_plugin_built_against_the_first_contract_still_serves() {
     assert_eq!(contract("sales_app"), Some(json!("0.2.0")), "{admin}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_first_sync_of_a_compacted_log_brings_no_removals() {
+    let server = TestServer::start_with(|config| config.retention.interval_secs = 3600).await;
+    assert_eq!(set_plugins(&server, &own_orders_toml()).await.status(), 200);
+    // Orders of 5 and of 7 in turn, each created then changed.
+    let mut history = Vec::new();
+    for id in 1..=20 {
+        let owner = if id % 2 == 0 { 5 } else { 7 };
+        history.push(order(id, "create", owner, "draft"));
+    }
+    for id in 1..=20 {
+        let owner = if id % 2 == 0 { 5 } else { 7 };
+        history.push(order(id, "write", owner, "sale"));
+    }
+    server.ingest_ok(json!(history)).await;
+    let compacted = server
+        .compact(&RetentionConfig {
+            mode: RetentionMode::Compact,
+            compact_after: Span::from_secs(0),
+            ..RetentionConfig::default()
+        })
+        .await;
+    assert_eq!(compacted.folded, 20, "{compacted:?}");
+    // Page by page: every page after the first starts past ids of folded histories, which
+    // the device never saw.
+    let mut fresh = Replica::default();
+    let answers = fresh
+        .catch_up(
+            &server,
+            &session(5),
+            &json!({"user_id": 5, "device_id": "new", "app_type": "sales_app", "limit": 1}),
+        )
+        .await;
+    assert!(answers.len() >= 10, "{} pages", answers.len());
+    for answer in &answers {
+        for event in answer["events"].as_array().expect("events") {
+            assert_eq!(event["event"], "create", "{answer}");
+        }
+    }
+    assert_eq!(
+        ids_of(&fresh),
+        (1..=10).map(|i| i * 2).collect::<Vec<i64>>()
+    );
+    server.stop().await;
+}

@@ -20,7 +20,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventKind, Prior};
+use super::{Event, EventKind, Folded, Prior};
 
 /// `history` (one record's events, oldest first) as one event; `None` when it is empty.
 pub fn fold(history: &[Event]) -> Option<Event> {
@@ -34,8 +34,12 @@ pub fn fold(history: &[Event]) -> Option<Event> {
 
 fn fold_pair(older: Event, newer: &Event) -> Event {
     let mut out = newer.clone();
-    // A device positioned at or after the oldest folded change read part of the history.
-    out.folded_from = Some(older.folded_from.unwrap_or(older.id));
+    // A device positioned at or after the oldest folded change may have read part of the
+    // history; the store says when the fold happened (`Folded::at`).
+    out.folded = Some(Folded {
+        from: older.folded.map_or(older.id, |f| f.from),
+        at: older.folded.map_or(0, |f| f.at),
+    });
     let came_back = older.kind == EventKind::Unlink;
     let before_all = older.prior.clone();
     match (older.kind, newer.kind) {
@@ -144,7 +148,7 @@ mod tests {
             received_at: format!("2024-01-15T10:00:{id:02}.5Z"),
             rev: 0,
             prior: crate::event::Prior::Unknown,
-            folded_from: None,
+            folded: None,
         }
     }
 
@@ -284,7 +288,7 @@ mod tests {
             serde_json::from_str::<Value>(values).expect("JSON"),
             json!({"state": "sale"})
         );
-        assert_eq!(folded.folded_from, Some(3));
+        assert_eq!(folded.folded.map(|f| f.from), Some(3));
 
         // A history that begins with the record's creation had nothing before it.
         let created = fold(&[
@@ -295,7 +299,10 @@ mod tests {
             ),
         ])
         .expect("folded");
-        assert_eq!((created.prior, created.folded_from), (Prior::None, Some(1)));
+        assert_eq!(
+            (created.prior, created.folded.map(|f| f.from)),
+            (Prior::None, Some(1))
+        );
 
         // Unknown anywhere, or a deletion in the middle, makes it unknown.
         let unknown = fold(&[
@@ -319,7 +326,10 @@ mod tests {
             with_prior(change(3, Create, Some(json!({"a": 3})), None), Prior::None),
         ])
         .expect("folded");
-        assert_eq!((back.prior, back.folded_from), (Prior::Unknown, Some(1)));
+        assert_eq!(
+            (back.prior, back.folded.map(|f| f.from)),
+            (Prior::Unknown, Some(1))
+        );
     }
 
     #[test]

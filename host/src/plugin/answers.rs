@@ -335,7 +335,7 @@ mod tests {
             received_at: "2024-01-15T10:30:00Z".into(),
             rev: 0,
             prior: crate::event::Prior::Unknown,
-            folded_from: None,
+            folded: None,
             payload: Some(format!(r#"{{"id":{id},"name":"{}"}}"#, "x".repeat(200))),
             changed_fields: None,
         })

@@ -135,7 +135,7 @@ pub fn logged(events: Vec<GivenEvent>) -> anyhow::Result<Vec<Arc<LoggedEvent>>> 
                     None if e.event == EventKind::Create => Prior::None,
                     None => Prior::Changed("{}".into()),
                 },
-                folded_from: None,
+                folded: None,
             }))
         })
         .collect()

@@ -16,7 +16,7 @@ use super::{
     Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
     Settings, StoreError,
 };
-use crate::event::{Event, EventKind, NewEvent, Prior};
+use crate::event::{Event, EventKind, Folded, NewEvent, Prior};
 
 mod lock;
 mod space;
@@ -139,6 +139,14 @@ async fn last_event_id(pool: &SqlitePool) -> Result<i64, StoreError> {
     Ok(row.try_get("last")?)
 }
 
+/// The folded history of an event, as its two columns keep it.
+pub(super) fn folded_of(from: Option<i64>, at: Option<i64>) -> Option<Folded> {
+    Some(Folded {
+        from: from?,
+        at: at.unwrap_or(0),
+    })
+}
+
 fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
     let kind: String = row.try_get("kind")?;
     let changed: Option<String> = row.try_get("changed_fields")?;
@@ -159,12 +167,12 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
         received_at: row.try_get("received_at")?,
         rev: row.try_get("rev")?,
         prior: Prior::from_column(row.try_get("previous")?),
-        folded_from: row.try_get("folded_from")?,
+        folded: folded_of(row.try_get("folded_from")?, row.try_get("folded_at")?),
     })
 }
 
 const EVENT_COLUMNS: &str = "id, model, record_id, kind, timestamp, payload, changed_fields, \
-     received_at, rev, previous, folded_from";
+     received_at, rev, previous, folded_from, folded_at";
 
 fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[String]>) {
     if let Some(models) = models {

@@ -626,7 +626,7 @@ fn event_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         received_at: row.get(7)?,
         rev: row.get(8)?,
         prior: Prior::from_column(row.get(9)?),
-        folded_from: row.get(10)?,
+        folded: super::folded_of(row.get(10)?, row.get(11)?),
     })
 }
 
@@ -644,14 +644,14 @@ fn compact(
         // record, oldest first: one probe of events_by_record per record.
         let mut histories = tx.prepare_cached(
             "SELECT id, model, record_id, kind, timestamp, payload, changed_fields, received_at, \
-             rev, previous, folded_from FROM events WHERE (model, record_id) IN \
+             rev, previous, folded_from, folded_at FROM events WHERE (model, record_id) IN \
              (SELECT model, record_id FROM events WHERE id > ?1 AND id <= ?2) AND id <= ?2 \
              ORDER BY model, record_id, id",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
         let mut rewrite = tx.prepare_cached(
             "UPDATE events SET kind = ?2, payload = ?3, changed_fields = ?4, rev = ?5, \
-             previous = ?6, folded_from = ?7 WHERE id = ?1",
+             previous = ?6, folded_from = ?7, folded_at = ?8 WHERE id = ?1",
         )?;
         let mut rows = histories.query_map(params![after, through], event_of_row)?;
         let mut history: Vec<Event> = Vec::new();
@@ -669,6 +669,9 @@ fn compact(
                 && let Some(mut folded) = crate::event::fold(&history)
             {
                 folded.rev = folded.rev.saturating_add(1);
+                if let Some(f) = folded.folded.as_mut() {
+                    f.at = through;
+                }
                 for older in &history[..history.len() - 1] {
                     delete.execute([older.id])?;
                     changes.dropped.push(older.id);
@@ -680,7 +683,8 @@ fn compact(
                     folded.changed_fields.as_deref().map(json_string_list),
                     folded.rev,
                     folded.prior.to_column(),
-                    folded.folded_from,
+                    folded.folded.map(|f| f.from),
+                    folded.folded.map(|f| f.at),
                 ])?;
                 changes.rewritten.push(folded);
             }
@@ -1139,6 +1143,43 @@ mod tests {
                 .await,
         );
         assert_eq!(next[0].as_ref().expect("appended"), &[fresh(8)]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_folded_history_that_began_with_the_records_creation_had_nothing_before_it() {
+        use EventKind::{Create, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_for_test(&dir).await;
+        let events = vec![
+            change(1, Create, r#"{"user_id":5,"state":"draft"}"#),
+            change(1, Write, r#"{"user_id":5,"state":"sale"}"#),
+            change(1, Write, r#"{"user_id":5,"state":"done"}"#),
+        ];
+        let answers = store.append(vec![Arc::new(events)]).await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+        let columns = |store: &SqliteStore| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_as::<_, (i64, Option<String>, Option<i64>)>(
+                    "SELECT id, previous, folded_from FROM events ORDER BY id",
+                )
+                .fetch_all(&pool)
+                .await
+                .expect("read")
+            }
+        };
+        assert_eq!(
+            columns(&store).await,
+            [
+                (1, Some(String::new()), None),
+                (2, Some(r#"{"state":"draft"}"#.into()), None),
+                (3, Some(r#"{"state":"sale"}"#.into()), None),
+            ]
+        );
+        let (step, _) = shown(|hook| store.compact(0, 3, hook)).await;
+        assert_eq!(step.dropped, 2);
+        assert_eq!(columns(&store).await, [(3, Some(String::new()), Some(1))]);
         store.close().await;
     }
 
