@@ -5,8 +5,9 @@
 //! A random history of orders and pickings (created, changed, reassigned between salespersons,
 //! drivers and companies, deleted) is sent as Odoo sends it, while a salesperson's phone
 //! (`only_own_orders`), a manager's tablet (`filter_companies`) and a driver's phone
-//! (`only_assigned_to_me`) pull at random moments and compaction folds the log; then every
-//! device, and a new one per user, catches up and is compared with what Odoo holds.
+//! (`only_assigned_to_me`) pull at random moments and compaction folds the log, each user with
+//! a device that asks for coalesced answers (one event per record) and one that does not; then
+//! every device, and a new one of each kind, catches up and is compared with what Odoo holds.
 
 use std::collections::BTreeMap;
 
@@ -57,7 +58,10 @@ fn app_type(user: i64) -> &'static str {
 }
 
 fn pull(user: i64, device: &str, limit: u64) -> Value {
-    json!({"user_id": user, "device_id": device, "app_type": app_type(user), "limit": limit})
+    // Devices that ask for one event per record in each answer converge too.
+    let coalesce = device.ends_with("-c");
+    json!({"user_id": user, "device_id": device, "app_type": app_type(user), "limit": limit,
+           "coalesce": coalesce})
 }
 
 async fn run(seed: u64) {
@@ -81,7 +85,15 @@ async fn run(seed: u64) {
     // What Odoo holds: (model, id) -> the record's fields.
     let mut odoo: BTreeMap<(String, i64), Value> = BTreeMap::new();
     let users = [SALESPERSON, MANAGER, DRIVER];
-    let mut devices: Vec<(i64, Replica)> = users.iter().map(|&u| (u, Replica::default())).collect();
+    let mut devices: Vec<(i64, &str, Replica)> = users
+        .iter()
+        .flat_map(|&u| {
+            [
+                (u, "phone", Replica::default()),
+                (u, "phone-c", Replica::default()),
+            ]
+        })
+        .collect();
     let compact = RetentionConfig {
         mode: RetentionMode::Compact,
         compact_after: Span::from_secs(0),
@@ -125,18 +137,18 @@ async fn run(seed: u64) {
             }
             1 | 2 => {
                 let at = dice.below(devices.len() as u64) as usize;
-                let (user, replica) = &mut devices[at];
+                let (user, device, replica) = &mut devices[at];
                 let limit = dice.pick(&[1, 3, 100]);
                 replica
-                    .catch_up(&server, &session(*user), &pull(*user, "phone", limit))
+                    .catch_up(&server, &session(*user), &pull(*user, device, limit))
                     .await;
             }
             3 => {
                 // A pull that reads one page only.
                 let at = dice.below(devices.len() as u64) as usize;
-                let (user, replica) = &mut devices[at];
+                let (user, device, replica) = &mut devices[at];
                 let answer = server
-                    .pull_ok(&session(*user), &pull(*user, "phone", 2))
+                    .pull_ok(&session(*user), &pull(*user, device, 2))
                     .await;
                 replica.apply(&answer);
             }
@@ -145,13 +157,17 @@ async fn run(seed: u64) {
     }
     server.compact(&compact).await;
 
-    for (user, replica) in &mut devices {
+    for (user, device, replica) in &mut devices {
         replica
-            .catch_up(&server, &session(*user), &pull(*user, "phone", 100))
+            .catch_up(&server, &session(*user), &pull(*user, device, 100))
             .await;
         let mut fresh = Replica::default();
         fresh
-            .catch_up(&server, &session(*user), &pull(*user, "new", 50))
+            .catch_up(
+                &server,
+                &session(*user),
+                &pull(*user, &format!("new-{device}"), 50),
+            )
             .await;
         let expected: BTreeMap<(String, i64), Value> = odoo
             .iter()
@@ -160,7 +176,7 @@ async fn run(seed: u64) {
             .collect();
         assert_eq!(
             replica.records, expected,
-            "seed {seed}: user {user}'s device that pulled along"
+            "seed {seed}: user {user}'s device {device} that pulled along"
         );
         assert_eq!(
             fresh.records, expected,
