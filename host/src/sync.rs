@@ -45,15 +45,16 @@ pub struct PullRequest {
     pub wait: Option<f64>,
 }
 
-/// Why a device must drop its local copy and start again from the head of the log.
+/// Why a device must drop its local copy and start again: from the start of a compacted log,
+/// which holds every record's latest state, or from the head of a pruned one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetReason {
     /// The device's position lies beyond the log's newest event: the log it was reading is not
     /// this one (the database was replaced).
     CursorAhead,
-    /// The device's position lies before the oldest event the log keeps: events it never
-    /// received were pruned by retention. Also what a device that never pulled is told once the
-    /// beginning of the log was pruned: its first copy must come from Odoo.
+    /// Something after the device's position that it had not read was dropped by retention: a
+    /// deletion kept longer than `retention.tombstone_ttl`, or, when pruning, any event. Also
+    /// what a device that never pulled is told once the beginning of a pruned log is gone.
     CursorTooOld,
     /// The app_type's plugin changed since the device last pulled, and the plugin is set to
     /// `on_upgrade = "reset"`: the old version may have left out records the new one sends.

@@ -2,11 +2,13 @@
 
 Build it into a WebAssembly component with componentize-py (`pip install componentize-py`):
 
-    componentize-py -d ../wit -w feed-plugin componentize app -o my_plugin.wasm
+    componentize-py -d ../wit-0.1.0 -w feed-plugin componentize app -o my_plugin.wasm
 
-then name `my_plugin.wasm` in the server's plugins.toml like any other plugin. The contract is
-the same as for Rust plugins (see ../README.md): return the events the device should receive,
-in input order, each at most once; payloads and data are JSON objects as text.
+then name `my_plugin.wasm` in the server's plugins.toml like any other plugin. It is built
+against the contract's first version (../wit-0.1.0/plugin.wit), which the server still loads:
+return the events the device should receive, in input order, each at most once; payloads and
+data are JSON objects as text. Such a plugin never tells a device that a record left its feed
+(see "Records that leave a feed" in the server's README); the Rust SDK's `Feed` does.
 
 This one sends orders and customers, keeps only the caller's own orders when the config says
 `only_own_orders = true`, and tells the client which language it wrote the event in. Its filter

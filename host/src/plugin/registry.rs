@@ -23,7 +23,8 @@ pub enum OnUpgrade {
     /// It carries on from its position: the new version shapes what comes next.
     #[default]
     Continue,
-    /// It is told `reset_required` (`plugin_changed`) and restarts from the head of the log.
+    /// It is told `reset_required` (`plugin_changed`) and reads its feed again from the start of
+    /// a compacted log (from the head of a pruned one).
     Reset,
 }
 
