@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use smartsync::config::{RetentionConfig, RetentionMode, Span};
-use smartsync_tests::{ADMIN_TOKEN, Replica, TestServer, bundled_plugins_toml, session};
+use smartsync_tests::{Replica, TestServer, bundled_plugins_toml, session};
 
 /// A small deterministic random source (xorshift64*), so that a failing seed replays.
 struct Dice(u64);
@@ -71,14 +71,7 @@ async fn run(seed: u64) {
         "[plugins.sales_app.config]\nonly_own_orders = true\n\n[plugins.delivery_app]",
     ) + "[plugins.delivery_app.config]\nonly_assigned_to_me = true\n\n\
          [plugins.manager_app.config]\nfilter_companies = true\n";
-    std::fs::write(server.plugins_file(), toml).expect("plugins.toml");
-    let reload = server
-        .client
-        .post(server.url("/api/v2/admin/plugins/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let reload = server.set_plugins(&toml).await;
     assert_eq!(reload.status(), 200);
 
     let mut dice = Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);

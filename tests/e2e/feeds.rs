@@ -4,24 +4,10 @@
 
 use serde_json::{Value, json};
 use smartsync::config::{RetentionConfig, RetentionMode, Span};
-use smartsync_tests::{
-    ADMIN_TOKEN, Replica, TestServer, bundled_plugins_toml, plugin_wasm, session,
-};
+use smartsync_tests::{Replica, TestServer, bundled_plugins_toml, plugin_wasm, session};
 
 fn sales(user_id: i64, device: &str) -> Value {
     json!({"user_id": user_id, "device_id": device, "app_type": "sales_app", "limit": 100})
-}
-
-/// Replaces plugins.toml and asks the server to reload it.
-async fn set_plugins(server: &TestServer, toml: &str) -> reqwest::Response {
-    std::fs::write(server.plugins_file(), toml).expect("write plugins.toml");
-    server
-        .client
-        .post(server.url("/api/v2/admin/plugins/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("reload request")
 }
 
 /// The bundled plugins, sales_app with `only_own_orders`.
@@ -46,7 +32,7 @@ fn ids_of(replica: &Replica) -> Vec<i64> {
 #[tokio::test]
 async fn a_reassigned_order_leaves_the_first_salespersons_devices() {
     let server = TestServer::start().await;
-    assert_eq!(set_plugins(&server, &own_orders_toml()).await.status(), 200);
+    assert_eq!(server.set_plugins(&own_orders_toml()).await.status(), 200);
     server
         .ingest_ok(json!([
             order(1, "create", 5, "draft"),
@@ -92,7 +78,7 @@ async fn a_reassigned_order_leaves_the_first_salespersons_devices() {
 #[tokio::test]
 async fn a_device_that_read_part_of_a_folded_history_is_told_the_record_left() {
     let server = TestServer::start_with(|config| config.retention.interval_secs = 3600).await;
-    assert_eq!(set_plugins(&server, &own_orders_toml()).await.status(), 200);
+    assert_eq!(server.set_plugins(&own_orders_toml()).await.status(), 200);
     server
         .ingest_ok(json!([order(1, "create", 5, "draft")]))
         .await;
@@ -130,9 +116,9 @@ async fn a_device_that_read_part_of_a_folded_history_is_told_the_record_left() {
 #[tokio::test]
 async fn a_config_the_plugin_does_not_know_is_refused_at_reload() {
     let server = TestServer::start().await;
-    assert_eq!(set_plugins(&server, &own_orders_toml()).await.status(), 200);
+    assert_eq!(server.set_plugins(&own_orders_toml()).await.status(), 200);
     let typo = own_orders_toml().replace("only_own_orders", "only_own_order");
-    let response = set_plugins(&server, &typo).await;
+    let response = server.set_plugins(&typo).await;
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["code"], "reload_failed");
@@ -165,7 +151,7 @@ async fn a_plugin_built_against_the_first_contract_still_serves() {
         bundled_plugins_toml(),
         plugin_wasm("contract_0_1").display().to_string()
     );
-    let reload = set_plugins(&server, &toml).await;
+    let reload = server.set_plugins(&toml).await;
     assert_eq!(
         reload.status(),
         200,
@@ -206,7 +192,7 @@ async fn a_plugin_built_against_the_first_contract_still_serves() {
 #[tokio::test]
 async fn a_first_sync_of_a_compacted_log_brings_no_removals() {
     let server = TestServer::start_with(|config| config.retention.interval_secs = 3600).await;
-    assert_eq!(set_plugins(&server, &own_orders_toml()).await.status(), 200);
+    assert_eq!(server.set_plugins(&own_orders_toml()).await.status(), 200);
     // Orders of 5 and of 7 in turn, each created then changed.
     let mut history = Vec::new();
     for id in 1..=20 {

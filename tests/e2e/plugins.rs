@@ -5,24 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smartsync::config::{StaticSession, StaticSessionFull};
-use smartsync_tests::{
-    ADMIN_TOKEN, TestServer, bundled_plugins_toml, event_ids, item, plugin_wasm, session,
-};
+use smartsync_tests::{TestServer, bundled_plugins_toml, event_ids, item, plugin_wasm, session};
 
 fn pull_body(user_id: i64, device: &str, app_type: &str) -> Value {
     json!({"user_id": user_id, "device_id": device, "app_type": app_type, "limit": 100})
-}
-
-/// Replaces plugins.toml and asks the server to reload it.
-async fn set_plugins(server: &TestServer, toml: &str) -> reqwest::Response {
-    std::fs::write(server.plugins_file(), toml).expect("write plugins.toml");
-    server
-        .client
-        .post(server.url("/api/v2/admin/plugins/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("reload request")
 }
 
 fn hostile_toml(mode: &str, limits: &str) -> String {
@@ -65,7 +51,7 @@ async fn the_sales_plugin_keeps_own_orders_and_trims_payloads() {
         "[plugins.delivery_app]",
         "[plugins.sales_app.config]\nonly_own_orders = true\nfields = [\"name\", \"user_id\"]\n\n[plugins.delivery_app]",
     );
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     server
         .ingest_ok(json!([
             {"model": "sale.order", "record_id": 1, "event": "create",
@@ -249,7 +235,7 @@ async fn managers_of_the_same_companies_share_answers_and_no_one_else_does() {
 async fn one_commit_waking_many_pulls_of_one_scope_calls_the_plugin_once() {
     let server = TestServer::start().await;
     let toml = with_manager_limits(&bundled_plugins_toml(), "max_instances = 1");
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     // Twenty devices of user 5 wait; one invoice wakes them all.
     let waiting: Vec<_> = (0..20)
         .map(|d| {
@@ -295,7 +281,7 @@ async fn a_new_config_is_answered_anew() {
         "{}[plugins.manager_app.config]\nlabels = {{ \"account.move\" = \"Invoices\" }}\n",
         bundled_plugins_toml()
     );
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     let second = server
         .pull_ok(&session(5), &pull_body(5, "b", "manager_app"))
         .await;
@@ -308,7 +294,7 @@ async fn answers_are_not_reused_without_the_plugins_leave_or_memory_for_them() {
     let server = TestServer::start().await;
     // The hostile plugin does not declare `answers-depend-on`.
     let toml = with_manager_limits(&hostile_toml("pass", ""), "answer_cache_mb = 0");
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     server
         .ingest_ok(json!([item("account.move", 1, "create")]))
         .await;
@@ -366,7 +352,8 @@ async fn hostile_plugins_are_stopped_typed_and_contained() {
     ] {
         let limits = if mode == "loop" { looping } else { limits };
         assert_eq!(
-            set_plugins(&server, &hostile_toml(mode, limits))
+            server
+                .set_plugins(&hostile_toml(mode, limits))
                 .await
                 .status(),
             200,
@@ -400,7 +387,8 @@ async fn hostile_plugins_are_stopped_typed_and_contained() {
     // A plugin that floods its stdout works; the flood is capped, not fatal.
     let slow = "time_ms = 10000, quarantine_after = 1000";
     assert_eq!(
-        set_plugins(&server, &hostile_toml("stdout_flood", slow))
+        server
+            .set_plugins(&hostile_toml("stdout_flood", slow))
             .await
             .status(),
         200
@@ -411,7 +399,8 @@ async fn hostile_plugins_are_stopped_typed_and_contained() {
     assert_eq!(event_ids(&flood), vec![1, 2]);
     // None of the failures moved the victim: with a working plugin it gets everything.
     assert_eq!(
-        set_plugins(&server, &hostile_toml("pass", limits))
+        server
+            .set_plugins(&hostile_toml("pass", limits))
             .await
             .status(),
         200
@@ -430,7 +419,7 @@ async fn a_plugin_failing_repeatedly_is_quarantined_then_retried() {
         .ingest_ok(json!([item("sale.order", 1, "create")]))
         .await;
     let toml = hostile_toml("panic", "quarantine_after = 2, quarantine_secs = 1");
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     for _ in 0..2 {
         let (status, body) = error_of(
             server
@@ -484,7 +473,7 @@ async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
         "app_type = \"sales_app\"",
         "app_type = \"sales_app\"\nenabled = false",
     );
-    assert_eq!(set_plugins(&server, &disabled).await.status(), 200);
+    assert_eq!(server.set_plugins(&disabled).await.status(), 200);
     let (status, body) = error_of(
         server
             .pull(&session(5), &pull_body(5, "a", "sales_app"))
@@ -497,11 +486,9 @@ async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
     );
 
     // A bad file is refused with the key and the file named; what runs stays.
-    let response = set_plugins(
-        &server,
-        &format!("{}colour = \"red\"\n", bundled_plugins_toml()),
-    )
-    .await;
+    let response = server
+        .set_plugins(&format!("{}colour = \"red\"\n", bundled_plugins_toml()))
+        .await;
     let (status, body) = error_of(response).await;
     assert_eq!(status, 422);
     assert_eq!(body["code"], "reload_failed");
@@ -525,7 +512,7 @@ async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
     );
 
     let missing = bundled_plugins_toml().replace("sales_app.wasm", "no_such_plugin.wasm");
-    let (status, body) = error_of(set_plugins(&server, &missing).await).await;
+    let (status, body) = error_of(server.set_plugins(&missing).await).await;
     assert_eq!(status, 422);
     assert!(
         body["message"]
@@ -539,7 +526,7 @@ async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
         bundled_plugins_toml(),
         plugin_wasm("sales_app").display().to_string()
     );
-    let (status, body) = error_of(set_plugins(&server, &two).await).await;
+    let (status, body) = error_of(server.set_plugins(&two).await).await;
     assert_eq!(status, 422);
     assert!(
         body["message"]
@@ -550,7 +537,7 @@ async fn plugins_toml_switches_app_types_off_and_bad_files_change_nothing() {
     );
 
     assert_eq!(
-        set_plugins(&server, &bundled_plugins_toml()).await.status(),
+        server.set_plugins(&bundled_plugins_toml()).await.status(),
         200
     );
     assert_eq!(
@@ -606,7 +593,7 @@ async fn own_copy_of_sales_plugin(
             wasm.display().to_string()
         ),
     );
-    assert_eq!(set_plugins(server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     (wasm, original, toml)
 }
 
@@ -641,7 +628,7 @@ async fn on_upgrade_reset_sends_devices_that_predate_the_plugin_back_to_the_star
     let old_token = first["next_sync_token"].clone();
 
     std::fs::write(&wasm, new_version_of(&original, "v2")).expect("new version");
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     server
         .ingest_ok(json!([item("sale.order", 3, "create")]))
         .await;
@@ -686,7 +673,7 @@ async fn on_upgrade_continue_keeps_devices_where_they_are() {
         .pull_ok(&session(5), &pull_body(5, "a", "sales_app"))
         .await;
     std::fs::write(&wasm, new_version_of(&original, "v2")).expect("new version");
-    assert_eq!(set_plugins(&server, &toml).await.status(), 200);
+    assert_eq!(server.set_plugins(&toml).await.status(), 200);
     server
         .ingest_ok(json!([item("sale.order", 2, "create")]))
         .await;
@@ -741,7 +728,8 @@ async fn no_pull_fails_while_plugins_are_reloaded_under_load() {
         std::fs::write(&wasm, new_version_of(&original, &format!("v{round}")))
             .expect("replace wasm");
         assert_eq!(
-            set_plugins(&server, &format!("{toml}{config}"))
+            server
+                .set_plugins(&format!("{toml}{config}"))
                 .await
                 .status(),
             200
@@ -802,7 +790,8 @@ async fn plugins_reach_no_file_environment_or_network() {
         .ingest_ok(json!([item("sale.order", 1, "create")]))
         .await;
     assert_eq!(
-        set_plugins(&server, &hostile_toml("escape", "time_ms = 2000"))
+        server
+            .set_plugins(&hostile_toml("escape", "time_ms = 2000"))
             .await
             .status(),
         200
@@ -827,7 +816,7 @@ async fn a_plugin_written_in_python_serves_a_feed() {
         bundled_plugins_toml(),
         wasm.display().to_string()
     );
-    let reload = set_plugins(&server, &toml).await;
+    let reload = server.set_plugins(&toml).await;
     assert_eq!(
         reload.status(),
         200,

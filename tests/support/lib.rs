@@ -158,6 +158,17 @@ impl TestServer {
             .expect("prune")
     }
 
+    /// Replaces plugins.toml and asks the server to reload it.
+    pub async fn set_plugins(&self, toml: &str) -> Response {
+        std::fs::write(self.plugins_file(), toml).expect("write plugins.toml");
+        self.client
+            .post(self.url("/api/v2/admin/plugins/reload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("reload request")
+    }
+
     /// Compacts the log now as `retention` says, through the server's own compactor.
     pub async fn compact(&self, retention: &RetentionConfig) -> Compaction {
         smartsync::retention::compact_once(&self.running().app().log, retention)

@@ -152,7 +152,7 @@ impl Bound {
 
 /// Both versions' types are the same shapes under two names: one conversion, written twice.
 macro_rules! conversions {
-    ($wit:ident, $event:ident, $context:ident, $manifest:ident, $error:ident, $field:ident) => {
+    ($wit:ident, $context:ident, $manifest:ident, $error:ident, $field:ident) => {
         fn $context(ctx: &CallContext, config: &str) -> $wit::Context {
             $wit::Context {
                 user_id: ctx.user_id,
@@ -216,8 +216,8 @@ macro_rules! conversions {
     };
 }
 
-conversions!(wit1, event1, context1, manifest1, error1, payload1);
-conversions!(wit2, event2, context2, manifest2, error2, payload2);
+conversions!(wit1, context1, manifest1, error1, payload1);
+conversions!(wit2, context2, manifest2, error2, payload2);
 
 fn event1(logged: &LoggedEvent, with_payload: bool) -> wit1::Event {
     let e = &logged.event;
