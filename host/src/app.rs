@@ -25,7 +25,9 @@ pub struct Feed {
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn EventStore>,
-    pub log: EventLog,
+    pub log: Arc<EventLog>,
+    /// The server's own reading of Odoo (import, sweep, ids check), as the admin API shows it.
+    pub odoo: Arc<crate::odoo::Status>,
     pub positions: Arc<Positions>,
     pub tokens: TokenKey,
     pub auth: Authenticator,
@@ -58,12 +60,14 @@ impl App {
                 )
             })
             .collect();
+        let odoo = Arc::new(crate::odoo::Status::new(&config.odoo, config.odoo_url()));
         App {
+            odoo,
             positions: Arc::new(Positions::new(store.clone())),
             tokens: TokenKey::new(secrets.token_secret.as_bytes()),
             config,
             store,
-            log,
+            log: Arc::new(log),
             auth,
             secrets,
             plugins,

@@ -30,6 +30,7 @@ pub struct Config {
     pub log: LogConfig,
     pub plugins: PluginsConfig,
     pub retention: RetentionConfig,
+    pub odoo: OdooConfig,
     /// The app_types clients may name in a pull, and what each one sees when plugins.toml has
     /// no plugin for it.
     pub app_types: BTreeMap<String, AppTypeConfig>,
@@ -370,6 +371,104 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// The server's own connection to Odoo: it reads every record of the synced models once (the
+/// import), then the changes Odoo's webhooks did not deliver (the sweep) and the deletions
+/// that left no trace (the deletion check), and `smartsync odoo connect` creates the webhook
+/// rules. Off while `models` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OdooConfig {
+    /// Base URL of Odoo (`https://erp.example.com`); empty: `auth.odoo_url`.
+    pub url: String,
+    /// The Odoo database.
+    pub database: String,
+    /// The Odoo user the server reads as: it must see every record of the synced models, and
+    /// may create automation rules for `smartsync odoo connect`.
+    pub login: String,
+    /// An API key of that user (Odoo: Preferences, Account Security, New API Key), or its
+    /// password. Never shown in logs or by `smartsync config show`.
+    #[serde(
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_key: Option<String>,
+    /// How long one call to Odoo may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Records read per call (import, sweep), and ids per call (deletion check: ten times it).
+    pub page_size: u32,
+    /// How often the sweep asks Odoo for what changed since the last one.
+    pub sweep_interval: Span,
+    /// How far back each sweep looks beyond the previous one's start: more than the clock
+    /// difference between this server and Odoo's database plus the longest Odoo transaction.
+    pub sweep_overlap: Span,
+    /// How often the records alive in the log are compared with the ids Odoo has, for models
+    /// with `track_deletions`. `0`: never.
+    pub deletion_check_interval: Span,
+    /// How long the ids check leaves a record alone after its newest event arrived: Odoo posts
+    /// webhooks before its transaction commits, so a record just created may not be readable
+    /// yet, and one just deleted may still be.
+    pub deletion_check_grace: Span,
+    /// The URL Odoo's webhook rules post to, as Odoo reaches this server
+    /// (`http://smartsync.internal:8080`); `smartsync odoo connect` adds the path and token.
+    pub webhook_base_url: String,
+    /// The synced models (`[odoo.models."sale.order"]`), and what is carried of each.
+    pub models: BTreeMap<String, OdooModelConfig>,
+}
+
+/// One synced Odoo model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OdooModelConfig {
+    /// The fields carried in payloads, by the webhook rules, the import and the sweep alike.
+    /// `write_date` is always carried (versions are told apart by it), and Odoo adds `id`.
+    pub fields: Vec<String>,
+    /// Whether records deleted in Odoo without a webhook (cascades, SQL, during an outage) are
+    /// found by the deletion check and deleted from devices.
+    #[serde(default = "yes")]
+    pub track_deletions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl OdooModelConfig {
+    /// The fields read from Odoo: `fields` and `write_date`, sorted, each once.
+    pub fn read_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = self.fields.clone();
+        fields.push("write_date".into());
+        fields.sort();
+        fields.dedup();
+        fields
+    }
+}
+
+impl Default for OdooConfig {
+    fn default() -> Self {
+        OdooConfig {
+            url: String::new(),
+            database: String::new(),
+            login: String::new(),
+            api_key: None,
+            timeout_ms: 30_000,
+            page_size: 500,
+            sweep_interval: Span::from_secs(60),
+            sweep_overlap: Span::from_secs(300),
+            deletion_check_interval: Span::from_secs(600),
+            deletion_check_grace: Span::from_secs(60),
+            webhook_base_url: String::new(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+impl OdooConfig {
+    /// Whether the server connects to Odoo by itself.
+    pub fn enabled(&self) -> bool {
+        !self.models.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -519,6 +618,7 @@ impl Default for Config {
             log: LogConfig::default(),
             plugins: PluginsConfig::default(),
             retention: RetentionConfig::default(),
+            odoo: OdooConfig::default(),
             app_types,
         }
     }
@@ -694,6 +794,7 @@ impl Config {
         if self.plugins.watch_interval_ms == 0 {
             return Err("`plugins.watch_interval_ms` must be at least 1".into());
         }
+        self.validate_odoo()?;
         if self.app_types.is_empty() {
             return Err("`app_types` names no app_type".into());
         }
@@ -709,6 +810,77 @@ impl Config {
             if let Some(bad) = app.models.iter().find(|m| !crate::ingest::valid_model(m)) {
                 return Err(format!(
                     "`app_types.{name}.models`: {bad:?} is not an Odoo model name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The Odoo URL the server reads records from: `odoo.url`, else `auth.odoo_url`.
+    pub fn odoo_url(&self) -> &str {
+        if self.odoo.url.is_empty() {
+            &self.auth.odoo_url
+        } else {
+            &self.odoo.url
+        }
+    }
+
+    fn validate_odoo(&self) -> Result<(), String> {
+        let odoo = &self.odoo;
+        if !odoo.enabled() {
+            return Ok(());
+        }
+        let url = self.odoo_url();
+        if reqwest::Url::parse(url).is_err()
+            || !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "`odoo.url` = {url:?}: expected http(s)://host[:port] (or set `auth.odoo_url`)"
+            ));
+        }
+        for (key, value) in [
+            ("odoo.database", &odoo.database),
+            ("odoo.login", &odoo.login),
+        ] {
+            if value.is_empty() {
+                return Err(format!("`odoo.models` is set, so `{key}` is needed"));
+            }
+        }
+        if odoo.api_key.as_deref().is_none_or(str::is_empty) {
+            return Err(
+                "`odoo.models` is set, so `odoo.api_key` is needed (or SMARTSYNC_ODOO__API_KEY)"
+                    .into(),
+            );
+        }
+        if odoo.timeout_ms == 0 || odoo.page_size == 0 {
+            return Err("`odoo.timeout_ms` and `odoo.page_size` must be at least 1".into());
+        }
+        if odoo.sweep_interval.is_zero() {
+            return Err("`odoo.sweep_interval` must be longer than 0".into());
+        }
+        if !odoo.webhook_base_url.is_empty()
+            && (reqwest::Url::parse(&odoo.webhook_base_url).is_err()
+                || !(odoo.webhook_base_url.starts_with("http://")
+                    || odoo.webhook_base_url.starts_with("https://")))
+        {
+            return Err(format!(
+                "`odoo.webhook_base_url` = {:?}: expected http(s)://host[:port]",
+                odoo.webhook_base_url
+            ));
+        }
+        for (model, settings) in &odoo.models {
+            if !crate::ingest::valid_model(model) {
+                return Err(format!(
+                    "`odoo.models`: {model:?} is not an Odoo model name"
+                ));
+            }
+            if let Some(bad) = settings.fields.iter().find(|f| {
+                f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
+                return Err(format!(
+                    "`odoo.models.\"{model}\".fields`: {bad:?} is not a field name"
                 ));
             }
         }

@@ -90,7 +90,7 @@ pub enum DedupeKey {
     /// events it drops).
     Event(String),
     /// One version of one record, as an Odoo webhook post carries it
-    /// ([`crate::ingest::odoo_dedupe_key`]). The same version again is a duplicate while it is
+    /// ([`crate::odoo::version::dedupe_key`]). The same version again is a duplicate while it is
     /// the record's newest event, or when the record's newest event is from a later time or is
     /// its deletion: a retry, or an old post arriving late. After a newer change from the same
     /// second, it is the record changed back, and is stored again.

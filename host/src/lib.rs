@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod log;
+pub mod odoo;
 pub mod plugin;
 pub mod positions;
 pub mod retention;

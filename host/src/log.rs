@@ -806,6 +806,27 @@ mod tests {
         async fn prune(&self, through: i64) -> Result<u64, StoreError> {
             self.inner.prune(through).await
         }
+        async fn record_heads(
+            &self,
+            model: &str,
+            after: i64,
+            limit: usize,
+        ) -> Result<Vec<crate::store::RecordHead>, StoreError> {
+            self.inner.record_heads(model, after, limit).await
+        }
+        async fn record_heads_of(
+            &self,
+            model: &str,
+            ids: &[i64],
+        ) -> Result<Vec<crate::store::RecordHead>, StoreError> {
+            self.inner.record_heads_of(model, ids).await
+        }
+        async fn sources(&self) -> Result<Vec<(String, String)>, StoreError> {
+            self.inner.sources().await
+        }
+        async fn save_source(&self, name: &str, state: &str) -> Result<(), StoreError> {
+            self.inner.save_source(name, state).await
+        }
         async fn load_device(
             &self,
             key: &crate::positions::DeviceKey,

@@ -136,6 +136,7 @@ fn main() -> ExitCode {
                     &mut shown.secrets.token_secret,
                     &mut shown.secrets.ingest_token,
                     &mut shown.secrets.admin_token,
+                    &mut shown.odoo.api_key,
                 ] {
                     if secret.is_some() {
                         *secret = Some("<redacted>".into());

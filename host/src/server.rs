@@ -23,6 +23,7 @@ pub struct Server {
     serve_task: JoinHandle<()>,
     flush_task: JoinHandle<()>,
     prune_task: JoinHandle<()>,
+    odoo_task: Option<JoinHandle<()>>,
 }
 
 /// Opens the database (running migrations), loads the log's tail and starts serving.
@@ -51,6 +52,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         tokio::spawn(app.plugins.clone().watch(every, stopped.clone()));
     }
     let prune_task = tokio::spawn(crate::retention::run(app.clone(), stopped.clone()));
+    let odoo_task = odoo_worker(&app)?.map(|worker| tokio::spawn(worker.run(stopped.clone())));
     let flush_task = tokio::spawn(flush_positions(app.clone(), flush_every, stopped));
     tracing::info!(%addr, head = app.log.head(), "smartsync listening");
     Ok(Server {
@@ -60,7 +62,35 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<S
         serve_task,
         flush_task,
         prune_task,
+        odoo_task,
     })
+}
+
+/// The worker that reads Odoo, when `[odoo.models]` names a model.
+fn odoo_worker(app: &Arc<App>) -> anyhow::Result<Option<crate::odoo::Worker>> {
+    let config = &app.config;
+    if !config.odoo.enabled() {
+        return Ok(None);
+    }
+    let credentials = crate::odoo::Credentials {
+        url: config.odoo_url().to_string(),
+        database: config.odoo.database.clone(),
+        login: config.odoo.login.clone(),
+        api_key: config.odoo.api_key.clone().unwrap_or_default(),
+    };
+    let client =
+        crate::odoo::Client::new(credentials, Duration::from_millis(config.odoo.timeout_ms))
+            .map_err(anyhow::Error::msg)?;
+    Ok(Some(crate::odoo::Worker {
+        source: crate::odoo::Source {
+            client,
+            store: app.store.clone(),
+            log: app.log.clone(),
+            page_size: config.odoo.page_size,
+        },
+        config: config.odoo.clone(),
+        status: app.odoo.clone(),
+    }))
 }
 
 /// Everything but the HTTP listener: the database (migrated), the log's tail and writer, the
@@ -186,6 +216,9 @@ impl Server {
         }
         let _ = self.flush_task.await;
         let _ = self.prune_task.await;
+        if let Some(task) = self.odoo_task {
+            let _ = task.await;
+        }
         self.app.log.close().await;
         let flushed = self.app.positions.flush().await;
         self.app.store.close().await;

@@ -18,7 +18,7 @@ pub use device::{DeviceKey, DeviceState};
 pub use settings::Settings;
 pub use sqlite::SqliteStore;
 
-use crate::event::{Derived, Event, NewEvent};
+use crate::event::{Derived, Event, EventKind, NewEvent};
 
 /// What became of one batch of [`EventStore::append`].
 pub type BatchResult = Result<Vec<Appended>, StoreError>;
@@ -78,6 +78,17 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// A record's newest event, in short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHead {
+    pub record_id: i64,
+    /// The event's id and kind.
+    pub event_id: i64,
+    pub kind: EventKind,
+    /// When the server received it (RFC 3339, UTC).
+    pub received_at: String,
 }
 
 /// What one step of compaction changes, shown to the caller just before it commits (see
@@ -189,6 +200,29 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes the events with `id <= through` and records `through` as pruned, in one
     /// transaction. Returns how many events were deleted.
     async fn prune(&self, through: i64) -> Result<u64, StoreError>;
+
+    /// The newest event of each record of `model` with an id above `after`, in record id
+    /// order, at most `limit` records.
+    async fn record_heads(
+        &self,
+        model: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordHead>, StoreError>;
+
+    /// The newest event of each of the records `ids` of `model` the log holds (records it has
+    /// no event of are left out), in record id order.
+    async fn record_heads_of(
+        &self,
+        model: &str,
+        ids: &[i64],
+    ) -> Result<Vec<RecordHead>, StoreError>;
+
+    /// Every source state saved with [`EventStore::save_source`], by name.
+    async fn sources(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Keeps `state` as the source `name`'s, replacing what was kept.
+    async fn save_source(&self, name: &str, state: &str) -> Result<(), StoreError>;
 
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError>;
 

@@ -4,6 +4,7 @@
 
 pub mod crm;
 pub mod odoo;
+pub mod odoo_db;
 
 use std::path::PathBuf;
 
@@ -181,6 +182,16 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("graceful shutdown");
         }
+        self.server = Some(boot(self.config.clone()).await);
+    }
+
+    /// Stops the server, runs `meanwhile`, and starts it again on the same database (on
+    /// another port).
+    pub async fn stop_for_a_while(&mut self, meanwhile: impl FnOnce()) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("graceful shutdown");
+        }
+        meanwhile();
         self.server = Some(boot(self.config.clone()).await);
     }
 

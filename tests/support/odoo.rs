@@ -1,4 +1,5 @@
-//! A stand-in for Odoo's `/web/session/get_session_info`, which cannot run here.
+//! A stand-in for Odoo, which cannot run here: `/web/session/get_session_info` (below) and
+//! `/jsonrpc` with the records behind it ([`crate::odoo_db`]).
 //!
 //! It answers with the shapes Odoo 17 sends: a JSON-RPC `result` with `uid`, `user_context`
 //! and `user_companies.allowed_companies` keyed by company id for a live session, and the
@@ -16,7 +17,13 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Mutex;
 
+use crate::odoo_db::OdooDb;
 use crate::spawn_router;
+
+/// The fake's database, user and API key.
+pub const ODOO_DB: &str = "propanel";
+pub const ODOO_LOGIN: &str = "smartsync@example.com";
+pub const ODOO_KEY: &str = "test-odoo-api-key-0123456789";
 
 /// A logged-in session: (uid, allowed company ids).
 type Login = (i64, Vec<i64>);
@@ -31,6 +38,8 @@ struct State {
 
 pub struct FakeOdoo {
     pub url: String,
+    /// The records behind `/jsonrpc`, and the webhook rules.
+    pub db: OdooDb,
     state: State,
 }
 
@@ -38,21 +47,42 @@ impl FakeOdoo {
     pub async fn start() -> FakeOdoo {
         let state = State::default();
         let handler_state = state.clone();
-        let router = Router::new().route(
-            "/web/session/get_session_info",
-            post(move |headers: HeaderMap, body: String| {
-                let state = handler_state.clone();
-                async move {
-                    let delay = state.delay_ms.load(Ordering::SeqCst);
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let db = OdooDb::new(ODOO_DB, ODOO_LOGIN, ODOO_KEY);
+        let rpc_db = db.clone();
+        let router = Router::new()
+            .route(
+                "/jsonrpc",
+                post(move |body: String| {
+                    let db = rpc_db.clone();
+                    async move {
+                        if db.is_down() {
+                            return (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response();
+                        }
+                        match db.answer(&body) {
+                            Some(answer) => axum::Json(answer).into_response(),
+                            None => {
+                                (StatusCode::BAD_REQUEST, "not a JSON-RPC call").into_response()
+                            }
+                        }
                     }
-                    session_info(&state, &headers, &body)
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/web/session/get_session_info",
+                post(move |headers: HeaderMap, body: String| {
+                    let state = handler_state.clone();
+                    async move {
+                        let delay = state.delay_ms.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        session_info(&state, &headers, &body)
+                    }
+                }),
+            );
         FakeOdoo {
             url: spawn_router(router).await,
+            db,
             state,
         }
     }

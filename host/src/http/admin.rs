@@ -1,5 +1,7 @@
-//! The admin API: `GET /api/v2/admin/plugins` (what runs, and how it fares) and
-//! `POST /api/v2/admin/plugins/reload`. Bearer admin token.
+//! The admin API: `GET /api/v2/admin/plugins` (what runs, and how it fares),
+//! `POST /api/v2/admin/plugins/reload`, `GET /api/v2/admin/odoo` (the import, the sweep and
+//! the ids check, model by model) and `POST /api/v2/admin/odoo/import` (import models again).
+//! Bearer admin token.
 
 use std::sync::Arc;
 
@@ -17,6 +19,52 @@ pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v2/admin/plugins", get(list))
         .route("/api/v2/admin/plugins/reload", post(reload))
+        .route("/api/v2/admin/odoo", get(odoo))
+        .route("/api/v2/admin/odoo/import", post(odoo_import))
+}
+
+async fn odoo(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    check_admin(&app, &headers)?;
+    Ok(Json(json!(app.odoo.view())))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    /// The models to import again; all synced models when empty or absent.
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+async fn odoo_import(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    check_admin(&app, &headers)?;
+    let raw = super::body(raw)?;
+    let request: ImportRequest = if raw.iter().all(u8::is_ascii_whitespace) {
+        ImportRequest::default()
+    } else {
+        super::parse_json(&raw)?
+    };
+    if !app.config.odoo.enabled() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "odoo_not_configured",
+            "the server does not read Odoo: `[odoo.models]` names no model",
+        ));
+    }
+    match app.odoo.request_import(&request.models) {
+        Ok(models) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({"status": "accepted", "models": models})),
+        )),
+        Err(unknown) => Err(ApiError::invalid_field(
+            "models",
+            format!("not synced (see `[odoo.models]`): {}", unknown.join(", ")),
+        )),
+    }
 }
 
 fn check_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {

@@ -17,7 +17,7 @@ use super::{body, parse_json};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::event::{EventKind, now_rfc3339};
-use crate::ingest::{IngestBatch, odoo_webhook_event};
+use crate::ingest::IngestBatch;
 use crate::log::AppendError;
 
 pub fn router() -> Router<Arc<App>> {
@@ -116,8 +116,9 @@ async fn odoo_webhook(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_event_kind", format!("event= {e}")))?;
     let object: Map<String, Value> = parse_json(&body(raw)?)?;
-    let event = odoo_webhook_event(object, kind)
+    let event = crate::odoo::webhook::event(object, kind)
         .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    app.odoo.webhook_received(&event.model);
     let mut appended = app.log.append(vec![event]).await.map_err(append_error)?;
     let appended = appended
         .pop()

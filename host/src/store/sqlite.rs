@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
-    Settings, StoreError,
+    RecordHead, Settings, StoreError,
 };
 use crate::event::{Event, EventKind, Folded, NewEvent, Prior};
 
@@ -174,6 +174,19 @@ fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
 const EVENT_COLUMNS: &str = "id, model, record_id, kind, timestamp, payload, changed_fields, \
      received_at, rev, previous, folded_from, folded_at";
 
+fn record_head(row: &SqliteRow) -> Result<RecordHead, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let kind = kind
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("event kind {kind:?}")))?;
+    Ok(RecordHead {
+        record_id: row.try_get("record_id")?,
+        event_id: row.try_get("id")?,
+        kind,
+        received_at: row.try_get("received_at")?,
+    })
+}
+
 fn push_model_filter(query: &mut QueryBuilder<'_, Sqlite>, models: Option<&[String]>) {
     if let Some(models) = models {
         // `+model`: never read through the events_by_record index, whose order is not the
@@ -322,6 +335,66 @@ impl EventStore for SqliteStore {
 
     async fn prune(&self, through: i64) -> Result<u64, StoreError> {
         self.writer.prune(through).await
+    }
+
+    async fn record_heads(
+        &self,
+        model: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordHead>, StoreError> {
+        // One walk of `events_by_record`: SQLite reads the other columns of a group's row from
+        // the row MAX(id) picked.
+        let rows = sqlx::query(
+            "SELECT record_id, kind, received_at, MAX(id) AS id FROM events \
+             WHERE model = ?1 AND record_id > ?2 \
+             GROUP BY record_id ORDER BY record_id LIMIT ?3",
+        )
+        .bind(model)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_head).collect()
+    }
+
+    async fn record_heads_of(
+        &self,
+        model: &str,
+        ids: &[i64],
+    ) -> Result<Vec<RecordHead>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        // Within SQLite's limit on bound parameters.
+        for chunk in ids.chunks(500) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT record_id, kind, received_at, MAX(id) AS id FROM events WHERE model = ",
+            );
+            query.push_bind(model).push(" AND record_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(") GROUP BY record_id ORDER BY record_id");
+            let rows = query.build().fetch_all(&self.pool).await?;
+            for row in &rows {
+                found.push(record_head(row)?);
+            }
+        }
+        found.sort_unstable_by_key(|head| head.record_id);
+        Ok(found)
+    }
+
+    async fn sources(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, state FROM sources ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("state")?)))
+            .collect()
+    }
+
+    async fn save_source(&self, name: &str, state: &str) -> Result<(), StoreError> {
+        self.writer.save_source(name.into(), state.into()).await
     }
 
     async fn load_device(&self, key: &DeviceKey) -> Result<Option<DeviceState>, StoreError> {

@@ -63,6 +63,11 @@ enum Job {
         devices: Vec<(DeviceKey, DeviceState)>,
         reply: Reply<()>,
     },
+    SaveSource {
+        name: String,
+        state: String,
+        reply: Reply<()>,
+    },
     Close {
         done: oneshot::Sender<()>,
     },
@@ -181,6 +186,11 @@ impl Writer {
         self.call(|reply| Job::SaveDevices { devices, reply }).await
     }
 
+    pub(super) async fn save_source(&self, name: String, state: String) -> Result<(), StoreError> {
+        self.call(|reply| Job::SaveSource { name, state, reply })
+            .await
+    }
+
     /// Finishes the jobs already sent, then closes the connection.
     pub(super) async fn close(&self) {
         let (done, closed) = oneshot::channel();
@@ -262,6 +272,9 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, running: Running, spac
             }
             Job::SaveDevices { devices, reply } => {
                 let _ = reply.send(save_devices(&mut conn, &devices));
+            }
+            Job::SaveSource { name, state, reply } => {
+                let _ = reply.send(save_source(&conn, &name, &state));
             }
             Job::Close { done } => {
                 if let Err((_, e)) = conn.close() {
@@ -780,6 +793,15 @@ fn save_devices(
         }
     }
     tx.commit()?;
+    Ok(())
+}
+
+fn save_source(conn: &Connection, name: &str, state: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sources (name, state, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )?
+    .execute(params![name, state, crate::event::now_rfc3339()])?;
     Ok(())
 }
 

@@ -1,0 +1,384 @@
+//! The server reads Odoo by itself: the import of existing records, the sweep that recovers
+//! lost webhooks, and the ids check that finds deletions without a trace. Odoo is the stand-in
+//! of `smartsync_tests::odoo_db`, which posts webhooks as Odoo 17 does.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use smartsync::config::{OdooModelConfig, Span};
+use smartsync_tests::odoo::{FakeOdoo, ODOO_DB, ODOO_KEY, ODOO_LOGIN};
+use smartsync_tests::{ADMIN_TOKEN, INGEST_TOKEN, Replica, TestServer, session};
+
+pub const PARTNER_FIELDS: [&str; 4] = ["active", "email", "name", "user_id"];
+pub const ORDER_FIELDS: [&str; 5] = ["amount_total", "name", "partner_id", "state", "user_id"];
+
+/// A server that reads `odoo`, sweeping every second and checking ids every second.
+pub async fn synced_server(
+    odoo: &FakeOdoo,
+    adjust: impl FnOnce(&mut smartsync::Config),
+) -> TestServer {
+    let url = odoo.url.clone();
+    TestServer::start_with(move |c| {
+        c.odoo.url = url;
+        c.odoo.database = ODOO_DB.into();
+        c.odoo.login = ODOO_LOGIN.into();
+        c.odoo.api_key = Some(ODOO_KEY.into());
+        c.odoo.timeout_ms = 5_000;
+        c.odoo.sweep_interval = Span::from_secs(1);
+        c.odoo.deletion_check_interval = Span::from_secs(1);
+        c.odoo.deletion_check_grace = Span::from_secs(0);
+        for (model, fields) in [
+            ("res.partner", &PARTNER_FIELDS[..]),
+            ("sale.order", &ORDER_FIELDS[..]),
+        ] {
+            c.odoo.models.insert(
+                model.into(),
+                OdooModelConfig {
+                    fields: fields.iter().map(|f| f.to_string()).collect(),
+                    track_deletions: true,
+                },
+            );
+        }
+        adjust(c);
+    })
+    .await
+}
+
+pub async fn odoo_status(server: &TestServer) -> Value {
+    let response = server
+        .client
+        .get(server.url("/api/v2/admin/odoo"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// Waits until `done` holds of the Odoo status, for at most 30 s.
+pub async fn wait_for(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = odoo_status(server).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for {what}: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every synced model had a sweep that began after now.
+pub async fn next_sweep(server: &TestServer) -> Value {
+    let before = odoo_status(server).await;
+    let models: Vec<String> = before["models"]
+        .as_object()
+        .expect("models")
+        .keys()
+        .cloned()
+        .collect();
+    let swept_since = |earlier: &Value, status: &Value| {
+        models.iter().all(|m| {
+            status["models"][m]["last_sweep_at"].is_string()
+                && status["models"][m]["last_sweep_at"] != earlier["models"][m]["last_sweep_at"]
+        })
+    };
+    // Two sweeps after `before`: the second began after this call.
+    let middle = wait_for(server, "a sweep of every model", |s| {
+        swept_since(&before, s)
+    })
+    .await;
+    wait_for(server, "a second sweep of every model", |s| {
+        swept_since(&middle, s)
+    })
+    .await
+}
+
+fn manager_pull(device: &str) -> Value {
+    json!({"user_id": 42, "device_id": device, "app_type": "manager_app", "limit": 1000})
+}
+
+/// What Odoo holds of the synced models, as a device that sees everything should hold it.
+fn odoo_view(odoo: &FakeOdoo) -> Vec<(String, i64)> {
+    let mut all = Vec::new();
+    for model in ["res.partner", "sale.order"] {
+        for id in odoo.db.ids(model) {
+            all.push((model.to_string(), id));
+        }
+    }
+    all
+}
+
+fn replica_keys(replica: &Replica) -> Vec<(String, i64)> {
+    replica.records.keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn records_that_existed_before_reach_every_device_archived_ones_too() {
+    let odoo = FakeOdoo::start().await;
+    for n in 0..30 {
+        odoo.db.insert(
+            "res.partner",
+            json!({"name": format!("Partner {n}"), "email": format!("p{n}@example.com"),
+                   "active": n % 5 != 0, "user_id": 2}),
+        );
+    }
+    for n in 0..20 {
+        odoo.db.insert(
+            "sale.order",
+            json!({"name": format!("S{n:05}"), "state": "draft", "partner_id": 1 + n % 30,
+                   "user_id": 2, "amount_total": 10.5 * f64::from(n)}),
+        );
+    }
+    let server = synced_server(&odoo, |c| c.odoo.page_size = 7).await;
+    let status = wait_for(&server, "the import", |s| {
+        s["models"]["res.partner"]["import_finished_at"].is_string()
+            && s["models"]["sale.order"]["import_finished_at"].is_string()
+    })
+    .await;
+    assert_eq!(status["connection"], "connected", "{status:#}");
+    assert_eq!(status["models"]["res.partner"]["import_read"], 30);
+    assert_eq!(status["models"]["res.partner"]["import_stored"], 30);
+    assert_eq!(status["models"]["sale.order"]["import_stored"], 20);
+    assert!(
+        status.to_string().find(ODOO_KEY).is_none(),
+        "the key is not shown"
+    );
+
+    let mut device = Replica::default();
+    device
+        .catch_up(&server, &session(42), &manager_pull("tablet"))
+        .await;
+    assert_eq!(replica_keys(&device), odoo_view(&odoo));
+    // One payload format: bare many2one ids, datetimes to the second, the configured fields.
+    let order = &device.records[&("sale.order".to_string(), 31)];
+    assert_eq!(order["partner_id"], 1);
+    assert_eq!(order["id"], 31);
+    let written = order["write_date"].as_str().expect("write_date");
+    assert_eq!(written.len(), "2024-01-15 10:30:00".len(), "{written}");
+    let mut keys: Vec<&str> = order
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "amount_total",
+            "id",
+            "name",
+            "partner_id",
+            "state",
+            "user_id",
+            "write_date"
+        ]
+    );
+    let archived = &device.records[&("res.partner".to_string(), 1)];
+    assert_eq!(archived["active"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_killed_half_way_goes_on_where_it_stopped_storing_nothing_twice() {
+    let odoo = FakeOdoo::start().await;
+    for n in 0..400 {
+        odoo.db.insert(
+            "res.partner",
+            json!({"name": format!("Partner {n}"), "active": true}),
+        );
+    }
+    let mut server = synced_server(&odoo, |c| {
+        c.odoo.page_size = 10;
+        c.odoo.models.remove("sale.order");
+    })
+    .await;
+    wait_for(&server, "part of the import", |s| {
+        s["models"]["res.partner"]["import_read"].as_u64() >= Some(50)
+    })
+    .await;
+    // A stop in the middle of the import (the worker is cut between two pages, or in one).
+    server.restart().await;
+    let status = wait_for(&server, "the import", |s| {
+        s["models"]["res.partner"]["import_finished_at"].is_string()
+    })
+    .await;
+    assert_eq!(status["models"]["res.partner"]["import_read"], 400);
+    let mut device = Replica::default();
+    let answers = device
+        .catch_up(&server, &session(42), &manager_pull("tablet"))
+        .await;
+    let events: usize = answers
+        .iter()
+        .map(|a| a["events"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(events, 400, "every record once");
+    assert_eq!(device.records.len(), 400);
+    server.stop().await;
+}
+
+/// The webhook URL of `server`, as `smartsync odoo connect` writes it into the rules.
+fn webhook_url(server: &TestServer, kind: &str) -> String {
+    format!(
+        "{}?token={INGEST_TOKEN}&event={kind}",
+        server.url("/api/v2/webhooks/odoo")
+    )
+}
+
+#[tokio::test]
+async fn the_sweep_brings_back_lost_webhooks_and_a_late_one_is_a_duplicate() {
+    let odoo = FakeOdoo::start().await;
+    let server = synced_server(&odoo, |c| {
+        c.odoo.models.remove("res.partner");
+    })
+    .await;
+    for (trigger, kind) in [
+        ("on_create", "create"),
+        ("on_write", "write"),
+        ("on_unlink", "unlink"),
+    ] {
+        // As `smartsync odoo connect` makes them: the model's fields and write_date.
+        let fields: Vec<&str> = ORDER_FIELDS.iter().copied().chain(["write_date"]).collect();
+        odoo.db
+            .add_rule("sale.order", trigger, &webhook_url(&server, kind), &fields);
+    }
+    wait_for(&server, "the import", |s| {
+        s["models"]["sale.order"]["import_finished_at"].is_string()
+    })
+    .await;
+    let order = odoo
+        .db
+        .create(
+            "sale.order",
+            json!({"name": "S1", "state": "draft", "user_id": 2}),
+        )
+        .await;
+    // Every webhook of the confirmation is lost.
+    odoo.db.set_webhook_loss(1000, 7);
+    odoo.db
+        .write(
+            "sale.order",
+            order,
+            json!({"state": "sale", "amount_total": 99.0}),
+        )
+        .await;
+    let status = next_sweep(&server).await;
+    assert_eq!(
+        status["models"]["sale.order"]["sweep_recovered"], 1,
+        "{status:#}"
+    );
+
+    let mut device = Replica::default();
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    let held = &device.records[&("sale.order".to_string(), order)];
+    assert_eq!(held["state"], "sale");
+
+    // The lost webhook arrives after all (a proxy that held it): the same version, stored once.
+    let record = odoo.db.record("sale.order", order).expect("in Odoo");
+    let mut late = serde_json::Map::new();
+    late.insert("_model".into(), json!("sale.order"));
+    late.insert("_id".into(), json!(order));
+    late.insert(
+        "_action".into(),
+        json!("Smart Sync: sale.order on_write(#102)"),
+    );
+    for field in ORDER_FIELDS.iter().chain(["write_date"].iter()) {
+        late.insert(field.to_string(), record[*field].clone());
+    }
+    late.insert("id".into(), json!(order));
+    let response = server.webhook("&event=write", &Value::Object(late)).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    let again = server.pull_ok(&session(42), &manager_pull("phone")).await;
+    assert_eq!(again["events"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deletions_without_a_webhook_reach_devices() {
+    let odoo = FakeOdoo::start().await;
+    let ids: Vec<i64> = (0..5)
+        .map(|n| {
+            odoo.db.insert(
+                "res.partner",
+                json!({"name": format!("P{n}"), "active": true}),
+            )
+        })
+        .collect();
+    let mut server = synced_server(&odoo, |c| {
+        c.odoo.models.remove("sale.order");
+    })
+    .await;
+    wait_for(&server, "the import", |s| {
+        s["models"]["res.partner"]["import_finished_at"].is_string()
+    })
+    .await;
+    let mut device = Replica::default();
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    assert_eq!(device.records.len(), 5);
+
+    // One record goes by a cascade while the server runs, one while it is down.
+    odoo.db.delete_silently("res.partner", ids[1]);
+    server
+        .stop_for_a_while(|| odoo.db.delete_silently("res.partner", ids[3]))
+        .await;
+    wait_for(&server, "the ids check", |s| {
+        s["models"]["res.partner"]["deletions_recovered"] == 2
+    })
+    .await;
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    assert_eq!(replica_keys(&device), odoo_view(&odoo));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_an_unreachable_odoo_is_reported_and_pulls_go_on() {
+    let odoo = FakeOdoo::start().await;
+    odoo.db
+        .insert("res.partner", json!({"name": "P", "active": true}));
+    let server = synced_server(&odoo, |c| {
+        c.odoo.api_key = Some("not-the-key-0123456789".into());
+    })
+    .await;
+    let status = wait_for(&server, "the failure", |s| s["connection"] == "failing").await;
+    let error = status["error"].as_str().expect("an error");
+    assert!(error.contains("refused the login"), "{error}");
+    assert!(
+        !status.to_string().contains("not-the-key"),
+        "the key is not shown"
+    );
+    // Nothing was imported, and nothing half-done is kept.
+    assert!(
+        status["models"]["res.partner"]["import_started_at"].is_null(),
+        "{status:#}"
+    );
+    let answer = server.pull_ok(&session(42), &manager_pull("phone")).await;
+    assert_eq!(answer["events"], json!([]));
+    server.stop().await;
+
+    odoo.db.set_down(true);
+    let server = synced_server(&odoo, |_| {}).await;
+    let status = wait_for(&server, "the failure", |s| s["connection"] == "failing").await;
+    let error = status["error"].as_str().expect("an error");
+    assert!(error.contains("cannot be reached"), "{error}");
+    server.pull_ok(&session(42), &manager_pull("phone")).await;
+    // Odoo comes back: the worker connects and imports.
+    odoo.db.set_down(false);
+    wait_for(&server, "the import", |s| {
+        s["models"]["res.partner"]["import_finished_at"].is_string()
+    })
+    .await;
+    server.stop().await;
+}
