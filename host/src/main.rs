@@ -40,6 +40,29 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// The connection to Odoo (`[odoo]` in the config).
+    Odoo {
+        #[command(subcommand)]
+        command: OdooCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OdooCommand {
+    /// Check the credentials, then create or update in Odoo the webhook rules of every synced
+    /// model (on creation, update and deletion). Run it again at any time: it changes only what
+    /// differs.
+    Connect {
+        /// Say what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Each synced model's rules in Odoo (present, missing, differing), its import, the last
+    /// webhook, the last sweep and what it recovered, the last ids check.
+    Status,
+    /// Read every record of these models (default: every synced model) from Odoo again, through
+    /// the running server, or here when none runs. Versions the log holds are not stored twice.
+    Import { models: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +153,19 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Plugin { .. } => Ok(()),
+            Command::Odoo { command } => {
+                let report = match command {
+                    OdooCommand::Connect { dry_run } => {
+                        smartsync::odoo::commands::connect(&config, dry_run).await?
+                    }
+                    OdooCommand::Status => smartsync::odoo::commands::status(&config).await?,
+                    OdooCommand::Import { models } => {
+                        smartsync::odoo::commands::import(&config, &models).await?
+                    }
+                };
+                print!("{report}");
+                Ok(())
+            }
             Command::Config { .. } => {
                 let mut shown = config;
                 for secret in [

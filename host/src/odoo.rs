@@ -13,12 +13,15 @@
 //!
 //! Whichever path brings a version, it is the same event with the same dedupe key
 //! (`version`), so one version is stored once. `worker` runs the three in the background and
-//! keeps the status the admin API shows; `state` keeps each model's progress in the store.
+//! keeps the status the admin API shows; `state` keeps each model's progress in the store;
+//! `rules` checks and makes the webhook rules in Odoo (`smartsync odoo connect`).
 
 pub mod append;
+pub mod commands;
 pub mod ids;
 pub mod import;
 pub mod rpc;
+pub mod rules;
 pub mod state;
 pub mod sweep;
 pub mod version;

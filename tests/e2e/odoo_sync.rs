@@ -382,3 +382,164 @@ async fn a_wrong_key_or_an_unreachable_odoo_is_reported_and_pulls_go_on() {
     .await;
     server.stop().await;
 }
+
+/// Runs `smartsync --config <config> odoo <args>` beside the test's runtime.
+async fn odoo_command(
+    config: &smartsync::Config,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let path = dir.join("cli.toml");
+    std::fs::write(&path, toml::to_string(config).expect("config as TOML")).expect("write config");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(smartsync_tests::smartsync_bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("odoo")
+            .args(&args)
+            .output()
+            .expect("run smartsync");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("command thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_makes_the_rules_once_and_odoo_then_posts_to_the_server() {
+    let odoo = FakeOdoo::start().await;
+    let server = synced_server(&odoo, |_| {}).await;
+    let mut config = server.config.clone();
+    config.odoo.webhook_base_url = server.base();
+    let dir = server.dir.path().to_path_buf();
+
+    // A rule an admin made by hand after the README, archived since: found and brought back.
+    let by_hand = odoo.db.add_rule(
+        "sale.order",
+        "on_write",
+        &format!(
+            "{}/api/v2/webhooks/odoo?token=old&event=write",
+            server.base()
+        ),
+        &["name"],
+    );
+    odoo.db.set_rule_active(by_hand, false);
+
+    let (ok, out, err) = odoo_command(&config, &dir, &["connect", "--dry-run"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("would create"), "{out}");
+    assert_eq!(odoo.db.rule_writes(), 0, "a dry run changes nothing");
+
+    let (ok, out, err) = odoo_command(&config, &dir, &["connect"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Odoo 17.0"), "{out}");
+    assert!(out.contains("6 rule(s) created or updated"), "{out}");
+    assert!(out.contains("updated (archived"), "{out}");
+    assert!(
+        !out.contains(INGEST_TOKEN) && !err.contains(INGEST_TOKEN),
+        "the token is not shown: {out}"
+    );
+    let rules = odoo.db.rules();
+    assert_eq!(rules.len(), 6, "{rules:#?}");
+    for rule in &rules {
+        assert!(rule.active, "{rule:?}");
+        let kind = match rule.trigger.as_str() {
+            "on_create" => "create",
+            "on_write" => "write",
+            _ => "unlink",
+        };
+        assert_eq!(
+            rule.webhook_url,
+            format!(
+                "{}/api/v2/webhooks/odoo?token={INGEST_TOKEN}&event={kind}",
+                server.base()
+            )
+        );
+        let mut fields = rule.webhook_fields.clone();
+        fields.sort();
+        let mut wanted: Vec<String> = config.odoo.models[&rule.model].read_fields();
+        wanted.sort();
+        assert_eq!(fields, wanted, "{rule:?}");
+    }
+    let writes = odoo.db.rule_writes();
+
+    // Run again: nothing changes.
+    let (ok, out, err) = odoo_command(&config, &dir, &["connect"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("0 rule(s) created or updated"), "{out}");
+    assert_eq!(odoo.db.rule_writes(), writes);
+
+    // Odoo now posts every change to the server.
+    wait_for(&server, "the import", |s| {
+        s["models"]["sale.order"]["import_finished_at"].is_string()
+    })
+    .await;
+    let order = odoo
+        .db
+        .create(
+            "sale.order",
+            json!({"name": "S7", "state": "draft", "user_id": 2}),
+        )
+        .await;
+    odoo.db
+        .write("sale.order", order, json!({"state": "sale"}))
+        .await;
+    let status = odoo_status(&server).await;
+    assert_eq!(
+        status["models"]["sale.order"]["webhooks_received"], 2,
+        "{status:#}"
+    );
+    let mut device = Replica::default();
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    assert_eq!(
+        device.records[&("sale.order".to_string(), order)]["state"],
+        "sale"
+    );
+
+    let (ok, out, err) = odoo_command(&config, &dir, &["status"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("rule on_unlink  present"), "{out}");
+    assert!(out.contains("import      finished"), "{out}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_a_wrong_key_or_no_odoo_says_why_and_changes_nothing() {
+    let odoo = FakeOdoo::start().await;
+    let server = synced_server(&odoo, |_| {}).await;
+    let dir = server.dir.path().to_path_buf();
+    let mut config = server.config.clone();
+    config.odoo.webhook_base_url = server.base();
+    config.odoo.api_key = Some("wrong-key-0123456789".into());
+    let (ok, out, err) = odoo_command(&config, &dir, &["connect"]).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("refused the login"), "{err}");
+    assert!(!err.contains("wrong-key"), "the key is not shown: {err}");
+    assert_eq!(odoo.db.rule_writes(), 0);
+
+    config.odoo.api_key = Some(ODOO_KEY.into());
+    config
+        .odoo
+        .models
+        .get_mut("sale.order")
+        .expect("synced")
+        .fields
+        .push("no_such_field".into());
+    let (ok, _, err) = odoo_command(&config, &dir, &["connect"]).await;
+    assert!(!ok);
+    assert!(err.contains("no field \"no_such_field\""), "{err}");
+    assert_eq!(odoo.db.rule_writes(), 0, "nothing half-made");
+
+    config.odoo.url = format!("http://127.0.0.1:{}", smartsync_tests::free_port());
+    let (ok, _, err) = odoo_command(&config, &dir, &["connect"]).await;
+    assert!(!ok);
+    assert!(err.contains("cannot be reached"), "{err}");
+    server.stop().await;
+}

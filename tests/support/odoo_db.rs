@@ -51,7 +51,7 @@ struct Model {
     records: BTreeMap<i64, Record>,
 }
 
-/// A webhook rule: what `base.automation` with a "Send Webhook Notification" action holds.
+/// A webhook rule, as `base.automation` and its "Send Webhook Notification" action hold it.
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub id: i64,
@@ -65,6 +65,28 @@ pub struct Rule {
     pub webhook_fields: Vec<String>,
 }
 
+/// A `base.automation` record.
+#[derive(Clone, Debug)]
+struct Automation {
+    id: i64,
+    name: String,
+    model: String,
+    trigger: String,
+    active: bool,
+    action_ids: Vec<i64>,
+}
+
+/// An `ir.actions.server` record.
+#[derive(Clone, Debug)]
+struct Action {
+    id: i64,
+    name: String,
+    model: String,
+    state: String,
+    webhook_url: String,
+    webhook_fields: Vec<String>,
+}
+
 #[derive(Default)]
 struct Inner {
     database: String,
@@ -72,8 +94,12 @@ struct Inner {
     users: BTreeMap<String, (i64, String)>,
     models: BTreeMap<String, Model>,
     next_id: i64,
-    rules: Vec<Rule>,
-    next_rule_id: i64,
+    automations: Vec<Automation>,
+    actions: Vec<Action>,
+    /// Ids of automations and actions.
+    next_meta_id: i64,
+    /// Writes to the rules (`create`/`write` on base.automation and ir.actions.server).
+    rule_writes: u64,
     /// Every call answered, as `service.method` or `model.method`.
     calls: Vec<String>,
     /// Webhook posts: made, and dropped on purpose.
@@ -122,7 +148,7 @@ impl OdooDb {
         let mut inner = Inner {
             database: database.into(),
             next_id: 1,
-            next_rule_id: 1,
+            next_meta_id: 1,
             rng: 0x9E37_79B9_7F4A_7C15,
             ..Inner::default()
         };
@@ -190,28 +216,46 @@ impl OdooDb {
         self.lock().calls.clone()
     }
 
-    /// The webhook rules, as `base.automation` holds them.
+    /// The webhook rules: each automation with its first webhook action.
     pub fn rules(&self) -> Vec<Rule> {
-        self.lock().rules.clone()
+        self.lock().rules()
     }
 
-    /// Adds a webhook rule, as `smartsync odoo connect` or an admin clicking would.
+    /// How many times a rule was created or changed through `/jsonrpc`.
+    pub fn rule_writes(&self) -> u64 {
+        self.lock().rule_writes
+    }
+
+    /// Adds a webhook rule, as an admin clicking through Odoo's settings would.
     pub fn add_rule(&self, model: &str, trigger: &str, url: &str, fields: &[&str]) -> i64 {
         let mut inner = self.lock();
-        let id = inner.next_rule_id;
-        inner.next_rule_id += 1;
-        inner.rules.push(Rule {
-            id,
-            name: format!("Smart Sync: {model} {trigger}"),
+        let action_id = inner.meta_id();
+        let id = inner.meta_id();
+        let name = format!("Webhook: {model} {trigger}");
+        inner.actions.push(Action {
+            id: action_id,
+            name: name.clone(),
             model: model.into(),
-            trigger: trigger.into(),
-            active: true,
-            action_id: 100 + id,
-            action_name: format!("Smart Sync: {model} {trigger}"),
+            state: "webhook".into(),
             webhook_url: url.into(),
             webhook_fields: fields.iter().map(|f| f.to_string()).collect(),
         });
+        inner.automations.push(Automation {
+            id,
+            name,
+            model: model.into(),
+            trigger: trigger.into(),
+            active: true,
+            action_ids: vec![action_id],
+        });
         id
+    }
+
+    /// Archives or restores a rule, as an admin would.
+    pub fn set_rule_active(&self, id: i64, active: bool) {
+        if let Some(a) = self.lock().automations.iter_mut().find(|a| a.id == id) {
+            a.active = active;
+        }
     }
 
     /// The record's values as Odoo holds them (`read` with `load=None`, datetimes as JSON-RPC
@@ -421,6 +465,36 @@ fn read_one(
 }
 
 impl Inner {
+    fn meta_id(&mut self) -> i64 {
+        let id = self.next_meta_id;
+        self.next_meta_id += 1;
+        id
+    }
+
+    fn rules(&self) -> Vec<Rule> {
+        self.automations
+            .iter()
+            .filter_map(|a| {
+                let action = a.action_ids.iter().find_map(|id| {
+                    self.actions
+                        .iter()
+                        .find(|x| x.id == *id && x.state == "webhook")
+                })?;
+                Some(Rule {
+                    id: a.id,
+                    name: a.name.clone(),
+                    model: a.model.clone(),
+                    trigger: a.trigger.clone(),
+                    active: a.active,
+                    action_id: action.id,
+                    action_name: action.name.clone(),
+                    webhook_url: action.webhook_url.clone(),
+                    webhook_fields: action.webhook_fields.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The posts the rules of `triggers` on `model` make for `record`, minus those lost.
     fn webhook_posts(
         &mut self,
@@ -430,10 +504,9 @@ impl Inner {
         triggers: &[&str],
     ) -> Vec<(String, String)> {
         let rules: Vec<Rule> = self
-            .rules
-            .iter()
+            .rules()
+            .into_iter()
             .filter(|r| r.active && r.model == model && triggers.contains(&r.trigger.as_str()))
-            .cloned()
             .collect();
         let mut posts = Vec::new();
         for rule in rules {
@@ -536,6 +609,9 @@ impl Inner {
         args: &[Value],
         kwargs: &Map<String, Value>,
     ) -> RpcResult {
+        if META_MODELS.contains(&model) {
+            return self.execute_meta(model, method, args, kwargs);
+        }
         let Some(m) = self.models.get(model) else {
             return Err(odoo_error(
                 "odoo.exceptions.UserError",
@@ -637,6 +713,352 @@ impl Inner {
             )),
         }
     }
+}
+
+/// The models the fake keeps as settings rather than records.
+const META_MODELS: [&str; 4] = [
+    "ir.model",
+    "ir.model.fields",
+    "base.automation",
+    "ir.actions.server",
+];
+
+impl Inner {
+    /// The id of `ir.model` for `model`.
+    fn model_id(&self, model: &str) -> Option<i64> {
+        self.models
+            .keys()
+            .position(|m| m == model)
+            .map(|i| 1000 + i as i64)
+    }
+
+    fn model_of(&self, id: i64) -> Option<String> {
+        self.models
+            .keys()
+            .find(|m| self.model_id(m) == Some(id))
+            .cloned()
+    }
+
+    /// The id of `ir.model.fields` for `model.field`.
+    fn field_id(&self, model: &str, field: &str) -> Option<i64> {
+        let base = self.model_id(model)? * 1000;
+        let position = self
+            .models
+            .get(model)?
+            .fields
+            .keys()
+            .position(|f| f == field)?;
+        Some(base + position as i64)
+    }
+
+    fn field_name(&self, id: i64) -> Option<String> {
+        let model = self.model_of(id / 1000)?;
+        self.models
+            .get(&model)?
+            .fields
+            .keys()
+            .nth((id % 1000) as usize)
+            .cloned()
+    }
+
+    /// Every record of a settings model, as `read(load=None)` gives it.
+    fn meta_records(&self, model: &str) -> Vec<Map<String, Value>> {
+        let object = |v: Value| as_object(v);
+        match model {
+            "ir.model" => self
+                .models
+                .keys()
+                .filter_map(|m| {
+                    let id = self.model_id(m)?;
+                    Some(object(json!({"id": id, "model": m, "name": m})))
+                })
+                .collect(),
+            "ir.model.fields" => self
+                .models
+                .iter()
+                .flat_map(|(m, data)| {
+                    data.fields.iter().filter_map(move |(name, def)| {
+                        Some(object(json!({"id": self.field_id(m, name)?, "name": name,
+                            "model": m, "model_id": self.model_id(m)?, "ttype": def.kind})))
+                    })
+                })
+                .collect(),
+            "base.automation" => self
+                .automations
+                .iter()
+                .map(|a| {
+                    object(
+                        json!({"id": a.id, "name": a.name, "model_id": self.model_id(&a.model),
+                        "model_name": a.model, "trigger": a.trigger, "active": a.active,
+                        "action_server_ids": a.action_ids, "trigger_field_ids": [],
+                        "filter_domain": false}),
+                    )
+                })
+                .collect(),
+            _ => self
+                .actions
+                .iter()
+                .map(|x| {
+                    let field_ids: Vec<i64> = x
+                        .webhook_fields
+                        .iter()
+                        .filter_map(|f| self.field_id(&x.model, f))
+                        .collect();
+                    let automation = self
+                        .automations
+                        .iter()
+                        .find(|a| a.action_ids.contains(&x.id))
+                        .map(|a| a.id);
+                    object(
+                        json!({"id": x.id, "name": x.name, "model_id": self.model_id(&x.model),
+                        "state": x.state, "webhook_url": x.webhook_url,
+                        "webhook_field_ids": field_ids, "usage": "base_automation",
+                        "base_automation_id": automation}),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn execute_meta(
+        &mut self,
+        model: &str,
+        method: &str,
+        args: &[Value],
+        kwargs: &Map<String, Value>,
+    ) -> RpcResult {
+        let arg = |i: usize, name: &str| -> Value {
+            kwargs
+                .get(name)
+                .cloned()
+                .or_else(|| args.get(i).cloned())
+                .unwrap_or(Value::Null)
+        };
+        match method {
+            "search_read" | "search" | "read" => {
+                let rows = self.meta_records(model);
+                let wanted: Option<Vec<i64>> = (method == "read").then(|| {
+                    arg(0, "ids")
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                        .unwrap_or_default()
+                });
+                let domain = if method == "read" {
+                    json!([])
+                } else {
+                    arg(0, "domain")
+                };
+                let mut out = Vec::new();
+                for row in rows {
+                    let id = row["id"].as_i64().unwrap_or(0);
+                    if wanted.as_ref().is_some_and(|w| !w.contains(&id)) {
+                        continue;
+                    }
+                    if matches_map(&row, &domain)? {
+                        out.push(row);
+                    }
+                }
+                if method == "search" {
+                    return Ok(json!(
+                        out.iter().map(|r| r["id"].clone()).collect::<Vec<_>>()
+                    ));
+                }
+                let fields: Vec<String> = arg(1, "fields")
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(Value::Array(
+                    out.into_iter()
+                        .map(|row| {
+                            let mut kept = Map::new();
+                            kept.insert("id".into(), row["id"].clone());
+                            for f in &fields {
+                                kept.insert(
+                                    f.clone(),
+                                    row.get(f).cloned().unwrap_or(Value::Bool(false)),
+                                );
+                            }
+                            Value::Object(if fields.is_empty() { row } else { kept })
+                        })
+                        .collect(),
+                ))
+            }
+            "create" if model == "base.automation" => {
+                self.rule_writes += 1;
+                let vals = arg(0, "vals_list");
+                let vals = vals.as_object().cloned().unwrap_or_default();
+                let model_name = vals
+                    .get("model_id")
+                    .and_then(Value::as_i64)
+                    .and_then(|id| self.model_of(id))
+                    .ok_or_else(|| {
+                        odoo_error("odoo.exceptions.ValidationError", "Model is required")
+                    })?;
+                let mut action_ids = Vec::new();
+                for command in vals
+                    .get("action_server_ids")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    // (0, 0, values): create.
+                    let values = command
+                        .get(2)
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    let id = self.meta_id();
+                    let fields = self.command_fields(values.get("webhook_field_ids"), &[]);
+                    self.actions.push(Action {
+                        id,
+                        name: values
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .into(),
+                        model: model_name.clone(),
+                        state: values
+                            .get("state")
+                            .and_then(Value::as_str)
+                            .unwrap_or("code")
+                            .into(),
+                        webhook_url: values
+                            .get("webhook_url")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .into(),
+                        webhook_fields: fields,
+                    });
+                    action_ids.push(id);
+                }
+                let id = self.meta_id();
+                self.automations.push(Automation {
+                    id,
+                    name: vals
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    model: model_name,
+                    trigger: vals
+                        .get("trigger")
+                        .and_then(Value::as_str)
+                        .unwrap_or("on_create_or_write")
+                        .into(),
+                    active: vals.get("active").and_then(Value::as_bool).unwrap_or(true),
+                    action_ids,
+                });
+                Ok(json!(id))
+            }
+            "write" if model == "base.automation" || model == "ir.actions.server" => {
+                self.rule_writes += 1;
+                let ids: Vec<i64> = arg(0, "ids")
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                    .unwrap_or_default();
+                let vals = arg(1, "vals").as_object().cloned().unwrap_or_default();
+                for id in ids {
+                    if model == "base.automation" {
+                        let Some(a) = self.automations.iter_mut().find(|a| a.id == id) else {
+                            return Err(odoo_error(
+                                "odoo.exceptions.MissingError",
+                                "Record does not exist or has been deleted.",
+                            ));
+                        };
+                        if let Some(active) = vals.get("active").and_then(Value::as_bool) {
+                            a.active = active;
+                        }
+                        if let Some(trigger) = vals.get("trigger").and_then(Value::as_str) {
+                            a.trigger = trigger.into();
+                        }
+                    } else {
+                        let Some(current) = self.actions.iter().find(|x| x.id == id).cloned()
+                        else {
+                            return Err(odoo_error(
+                                "odoo.exceptions.MissingError",
+                                "Record does not exist or has been deleted.",
+                            ));
+                        };
+                        let fields = self
+                            .command_fields(vals.get("webhook_field_ids"), &current.webhook_fields);
+                        let x = self
+                            .actions
+                            .iter_mut()
+                            .find(|x| x.id == id)
+                            .expect("found above");
+                        if let Some(url) = vals.get("webhook_url").and_then(Value::as_str) {
+                            x.webhook_url = url.into();
+                        }
+                        x.webhook_fields = fields;
+                    }
+                }
+                Ok(json!(true))
+            }
+            other => Err(odoo_error(
+                "odoo.exceptions.AccessError",
+                &format!("the fake does not allow {model}.{other}"),
+            )),
+        }
+    }
+
+    /// Field names after x2many commands (`[6, 0, ids]` replaces; absent keeps `current`).
+    fn command_fields(&self, commands: Option<&Value>, current: &[String]) -> Vec<String> {
+        let Some(commands) = commands.and_then(Value::as_array) else {
+            return current.to_vec();
+        };
+        let mut names = current.to_vec();
+        for command in commands {
+            if command.get(0).and_then(Value::as_i64) == Some(6) {
+                names = command
+                    .get(2)
+                    .and_then(Value::as_array)
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(Value::as_i64)
+                            .filter_map(|id| self.field_name(id))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+        }
+        names
+    }
+}
+
+/// Whether a settings record matches a domain of `=`, `!=`, `in` and `like` leaves (implicit
+/// `&` only).
+fn matches_map(row: &Map<String, Value>, domain: &Value) -> Result<bool, Value> {
+    for term in domain.as_array().cloned().unwrap_or_default() {
+        let invalid = || odoo_error("builtins.ValueError", &format!("Invalid leaf {term}"));
+        let parts = term.as_array().ok_or_else(invalid)?;
+        let (Some(field), Some(op), Some(value)) = (
+            parts.first().and_then(Value::as_str),
+            parts.get(1).and_then(Value::as_str),
+            parts.get(2),
+        ) else {
+            return Err(invalid());
+        };
+        let stored = row.get(field).cloned().unwrap_or(Value::Bool(false));
+        let ok = match op {
+            "=" => &stored == value,
+            "!=" => &stored != value,
+            "in" => value.as_array().is_some_and(|a| a.contains(&stored)),
+            "like" | "ilike" => stored
+                .as_str()
+                .zip(value.as_str())
+                .is_some_and(|(s, v)| s.to_lowercase().contains(&v.to_lowercase())),
+            _ => return Err(invalid()),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn field_list(model: &Model, fields: &Value) -> Result<Vec<String>, Value> {

@@ -33,6 +33,8 @@ pub struct ModelState {
     pub ids_checked_at: Option<String>,
     pub deletions_recovered: u64,
     pub records_recovered: u64,
+    /// When the server last received a webhook for the model (saved with each sweep).
+    pub last_webhook_at: Option<String>,
 }
 
 impl ModelState {

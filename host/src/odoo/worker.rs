@@ -40,8 +40,7 @@ pub struct ModelStatus {
     /// The running import's progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportProgress>,
-    /// When the server last received a webhook for the model (since it started).
-    pub last_webhook_at: Option<String>,
+    /// Webhooks received for the model since the server started.
     pub webhooks_received: u64,
     #[serde(flatten)]
     pub state: ModelState,
@@ -130,7 +129,7 @@ impl Status {
     pub fn webhook_received(&self, model: &str) {
         let mut view = self.view.lock();
         if let Some(status) = view.models.get_mut(model) {
-            status.last_webhook_at = Some(now_rfc3339());
+            status.state.last_webhook_at = Some(now_rfc3339());
             status.webhooks_received += 1;
         }
     }
@@ -161,6 +160,15 @@ impl Status {
         let mut view = self.view.lock();
         view.connection = connection;
         view.error = error;
+    }
+
+    /// Shows `state` as the model's, keeping the newest webhook time of the two in both.
+    fn show_state(&self, model: &str, state: &mut ModelState) {
+        if let Some(status) = self.view.lock().models.get_mut(model) {
+            let live = status.state.last_webhook_at.take();
+            state.last_webhook_at = state.last_webhook_at.take().max(live);
+            status.state = state.clone();
+        }
     }
 
     fn set_model(&self, model: &str, update: impl FnOnce(&mut ModelStatus)) {
@@ -230,7 +238,7 @@ impl Worker {
             for (name, settings) in &self.config.models {
                 let model = Model { name, settings };
                 let state = states.entry(name.clone()).or_default();
-                self.status.set_model(name, |s| s.state = state.clone());
+                self.status.show_state(name, state);
                 if !state.imported() {
                     self.status.set_model(name, |s| s.phase = "importing");
                     let status = self.status.clone();
@@ -245,10 +253,8 @@ impl Worker {
                             });
                         })
                         .await;
-                    self.status.set_model(name, |s| {
-                        s.state = state.clone();
-                        s.phase = "idle";
-                    });
+                    self.status.show_state(name, state);
+                    self.status.set_model(name, |s| s.phase = "idle");
                     if let Err(e) = result {
                         return in_model(name, e);
                     }
@@ -256,10 +262,8 @@ impl Worker {
                 }
                 self.status.set_model(name, |s| s.phase = "sweeping");
                 let result = sweep::run(&self.source, &model, overlap, state).await;
-                self.status.set_model(name, |s| {
-                    s.state = state.clone();
-                    s.phase = "idle";
-                });
+                self.status.show_state(name, state);
+                self.status.set_model(name, |s| s.phase = "idle");
                 if let Err(e) = result {
                     return in_model(name, e);
                 }
@@ -275,10 +279,8 @@ impl Worker {
                     self.status.set_model(name, |s| s.phase = "checking_ids");
                     let grace = self.config.deletion_check_grace.duration();
                     let result = ids::run(&self.source, &model, grace, state).await;
-                    self.status.set_model(name, |s| {
-                        s.state = state.clone();
-                        s.phase = "idle";
-                    });
+                    self.status.show_state(name, state);
+                    self.status.set_model(name, |s| s.phase = "idle");
                     if let Err(e) = result {
                         return in_model(name, e);
                     }
