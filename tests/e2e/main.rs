@@ -10,6 +10,7 @@ mod http_surface;
 mod ingest;
 mod longpoll;
 mod odoo_auth;
+mod odoo_convergence;
 mod odoo_sync;
 mod plugins;
 mod pull;

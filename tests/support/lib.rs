@@ -28,6 +28,8 @@ pub fn session(uid: i64) -> String {
 /// The server under test. Stop it with [`TestServer::stop`] to shut it down gracefully.
 pub struct TestServer {
     server: Option<Server>,
+    /// Where the server listened before [`TestServer::halt`].
+    halted_at: Option<std::net::SocketAddr>,
     pub config: Config,
     pub dir: TempDir,
     pub client: reqwest::Client,
@@ -116,6 +118,7 @@ impl TestServer {
         let server = boot(config.clone()).await;
         TestServer {
             server: Some(server),
+            halted_at: None,
             config,
             dir,
             client: reqwest::Client::new(),
@@ -193,6 +196,27 @@ impl TestServer {
         }
         meanwhile();
         self.server = Some(boot(self.config.clone()).await);
+    }
+
+    /// Stops the server; [`TestServer::resume`] starts it again on the same address, so that
+    /// what posts to it (Odoo's webhook rules) reaches it again.
+    pub async fn halt(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.halted_at = Some(server.addr());
+            server.shutdown().await.expect("graceful shutdown");
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let addr = self.halted_at.take().expect("halted first");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the same address again");
+        self.server = Some(
+            smartsync::start_on(self.config.clone(), listener)
+                .await
+                .expect("server starts"),
+        );
     }
 
     pub async fn stop(mut self) {
