@@ -185,7 +185,7 @@ async fn records_that_existed_before_reach_every_device_archived_ones_too() {
 }
 
 #[tokio::test]
-async fn an_import_killed_half_way_goes_on_where_it_stopped_storing_nothing_twice() {
+async fn an_import_stopped_half_way_goes_on_where_it_stopped_storing_nothing_twice() {
     let odoo = FakeOdoo::start().await;
     for n in 0..400 {
         odoo.db.insert(
@@ -193,22 +193,28 @@ async fn an_import_killed_half_way_goes_on_where_it_stopped_storing_nothing_twic
             json!({"name": format!("Partner {n}"), "active": true}),
         );
     }
+    odoo.db.set_delay(Duration::from_millis(20));
     let mut server = synced_server(&odoo, |c| {
         c.odoo.page_size = 10;
         c.odoo.models.remove("sale.order");
     })
     .await;
-    wait_for(&server, "part of the import", |s| {
-        s["models"]["res.partner"]["import_read"].as_u64() >= Some(50)
+    let status = wait_for(&server, "part of the import", |s| {
+        s["models"]["res.partner"]["import"]["read"].as_u64() >= Some(50)
     })
     .await;
+    assert!(
+        status["models"]["res.partner"]["import_finished_at"].is_null(),
+        "stopped while importing: {status:#}"
+    );
     // A stop in the middle of the import (the worker is cut between two pages, or in one).
     server.restart().await;
     let status = wait_for(&server, "the import", |s| {
         s["models"]["res.partner"]["import_finished_at"].is_string()
     })
     .await;
-    assert_eq!(status["models"]["res.partner"]["import_read"], 400);
+    // A page read again after the stop is no new record.
+    assert_eq!(status["models"]["res.partner"]["import_stored"], 400);
     let mut device = Replica::default();
     let answers = device
         .catch_up(&server, &session(42), &manager_pull("tablet"))
@@ -542,4 +548,131 @@ async fn connect_with_a_wrong_key_or_no_odoo_says_why_and_changes_nothing() {
     assert!(!ok);
     assert!(err.contains("cannot be reached"), "{err}");
     server.stop().await;
+}
+
+/// Starts `smartsync serve` with `config` on `port` and waits until it answers.
+async fn serve_binary(config_path: &std::path::Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(smartsync_tests::smartsync_bin())
+        .arg("--config")
+        .arg(config_path)
+        .env("SMARTSYNC_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start smartsync");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let started = Instant::now();
+    while reqwest::get(&health).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+async fn binary_status(port: u16) -> Value {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v2/admin/odoo"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_with_sigkill_resumes_and_stores_each_record_once() {
+    let odoo = FakeOdoo::start().await;
+    for n in 0..2000 {
+        odoo.db.insert(
+            "res.partner",
+            json!({"name": format!("Partner {n}"), "active": true}),
+        );
+    }
+    odoo.db.set_delay(Duration::from_millis(30));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = smartsync_tests::test_config(&dir);
+    config.odoo.url = odoo.url.clone();
+    config.odoo.database = ODOO_DB.into();
+    config.odoo.login = ODOO_LOGIN.into();
+    config.odoo.api_key = Some(ODOO_KEY.into());
+    config.odoo.page_size = 10;
+    config.odoo.models.insert(
+        "res.partner".into(),
+        OdooModelConfig {
+            fields: PARTNER_FIELDS.iter().map(|f| f.to_string()).collect(),
+            track_deletions: true,
+        },
+    );
+    let path = dir.path().join("smartsync.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("TOML")).expect("write config");
+
+    let port = smartsync_tests::free_port();
+    let mut child = serve_binary(&path, port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = binary_status(port).await;
+        let read = status["models"]["res.partner"]["import"]["read"]
+            .as_u64()
+            .unwrap_or(0);
+        if read >= 50 {
+            assert!(
+                read < 2000,
+                "the import should still be running: {status:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no import progress: {status:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let mut child = serve_binary(&path, port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = binary_status(port).await;
+        if status["models"]["res.partner"]["import_finished_at"].is_string() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import did not finish: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status["models"]["res.partner"]["import_stored"], 2000,
+        "{status:#}"
+    );
+    let client = reqwest::Client::new();
+    let mut events = 0;
+    let mut records = std::collections::BTreeSet::new();
+    loop {
+        let answer: Value = client
+            .post(format!("http://127.0.0.1:{port}/api/v2/sync/pull"))
+            .header("X-Session-Id", session(42))
+            .json(&manager_pull("tablet"))
+            .send()
+            .await
+            .expect("pull")
+            .json()
+            .await
+            .expect("json");
+        for event in answer["events"].as_array().expect("events") {
+            events += 1;
+            records.insert(event["record_id"].as_i64().expect("id"));
+        }
+        if answer["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!((events, records.len()), (2000, 2000), "every record, once");
+    child.kill().expect("stop");
+    let _ = child.wait();
 }

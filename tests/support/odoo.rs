@@ -55,6 +55,10 @@ impl FakeOdoo {
                 post(move |body: String| {
                     let db = rpc_db.clone();
                     async move {
+                        let delay = db.delay();
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         if db.is_down() {
                             return (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response();
                         }

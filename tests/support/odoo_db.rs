@@ -110,6 +110,8 @@ struct Inner {
     rng: u64,
     /// While set, `/jsonrpc` answers 502, as a proxy in front of a stopped Odoo does.
     down: bool,
+    /// How long each `/jsonrpc` call takes, as on a busy Odoo.
+    delay: Duration,
 }
 
 /// The database. Cheap to clone; clones share it.
@@ -412,6 +414,15 @@ impl OdooDb {
 
     pub fn is_down(&self) -> bool {
         self.lock().down
+    }
+
+    /// Each `/jsonrpc` call takes `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
+    }
+
+    pub fn delay(&self) -> Duration {
+        self.lock().delay
     }
 }
 
