@@ -380,6 +380,17 @@ async fn a_wrong_key_or_an_unreachable_odoo_is_reported_and_pulls_go_on() {
     let error = status["error"].as_str().expect("an error");
     assert!(error.contains("cannot be reached"), "{error}");
     server.pull_ok(&session(42), &manager_pull("phone")).await;
+    let ready: Value = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready", "Odoo down does not stop pulls: {ready}");
+    assert_eq!(ready["odoo"]["connection"], "failing", "{ready}");
     // Odoo comes back: the worker connects and imports.
     odoo.db.set_down(false);
     wait_for(&server, "the import", |s| {

@@ -125,6 +125,11 @@ impl TestServer {
         }
     }
 
+    /// The running server's parts (its log, store, config).
+    pub fn app(&self) -> &std::sync::Arc<smartsync::app::App> {
+        self.running().app()
+    }
+
     fn running(&self) -> &Server {
         self.server.as_ref().expect("server is running")
     }

@@ -1,4 +1,6 @@
 //! `GET /healthz` (the process is up) and `GET /readyz` (the database answers and has room).
+//! Odoo being unreachable does not make the server unready (pulls and ingest go on); `/readyz`
+//! says how the connection stands.
 
 use std::sync::Arc;
 
@@ -33,5 +35,10 @@ async fn readyz(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
         tracing::warn!(error = %e, "readiness check: database does not answer");
         ApiError::unavailable("database_unavailable", "the database does not answer", 5)
     })?;
-    Ok(Json(json!({"status": "ready", "head": app.log.head()})))
+    let mut answer = json!({"status": "ready", "head": app.log.head()});
+    if app.config.odoo.enabled() {
+        let odoo = app.odoo.view();
+        answer["odoo"] = json!({"connection": odoo.connection, "error": odoo.error});
+    }
+    Ok(Json(answer))
 }
