@@ -389,7 +389,10 @@ async fn a_wrong_key_or_an_unreachable_odoo_is_reported_and_pulls_go_on() {
         .json()
         .await
         .expect("json");
-    assert_eq!(ready["status"], "ready", "Odoo down does not stop pulls: {ready}");
+    assert_eq!(
+        ready["status"], "ready",
+        "Odoo down does not stop pulls: {ready}"
+    );
     assert_eq!(ready["odoo"]["connection"], "failing", "{ready}");
     // Odoo comes back: the worker connects and imports.
     odoo.db.set_down(false);
@@ -430,7 +433,7 @@ async fn odoo_command(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_makes_the_rules_once_and_odoo_then_posts_to_the_server() {
     let odoo = FakeOdoo::start().await;
-    let server = synced_server(&odoo, |_| {}).await;
+    let mut server = synced_server(&odoo, |_| {}).await;
     let mut config = server.config.clone();
     config.odoo.webhook_base_url = server.base();
     let dir = server.dir.path().to_path_buf();
@@ -524,7 +527,41 @@ async fn connect_makes_the_rules_once_and_odoo_then_posts_to_the_server() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("rule on_unlink  present"), "{out}");
     assert!(out.contains("import      finished"), "{out}");
-    server.stop().await;
+
+    // An import on demand goes through the running server...
+    odoo.db.insert(
+        "res.partner",
+        json!({"name": "Added by SQL", "active": true}),
+    );
+    config.server.listen = server.base().trim_start_matches("http://").to_string();
+    let (ok, out, err) = odoo_command(&config, &dir, &["import", "res.partner"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("imports res.partner in the background"),
+        "{err}"
+    );
+    assert!(out.contains("imported res.partner"), "{out}");
+    let status = odoo_status(&server).await;
+    assert_eq!(
+        status["models"]["res.partner"]["import_stored"], 1,
+        "{status:#}"
+    );
+    let (ok, _, err) = odoo_command(&config, &dir, &["import", "stock.picking"]).await;
+    assert!(!ok && err.contains("not a synced model"), "{err}");
+    server.halt().await;
+
+    // ...and runs here when no server does.
+    odoo.db.insert(
+        "res.partner",
+        json!({"name": "Added later", "active": true}),
+    );
+    let (ok, out, err) = odoo_command(&config, &dir, &["import"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("no server is running, importing here"),
+        "{err}"
+    );
+    assert!(out.contains("res.partner: 2 records read, 1 new"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
