@@ -134,7 +134,7 @@ async fn records_that_existed_before_reach_every_device_archived_ones_too() {
                    "user_id": 2, "amount_total": 10.5 * f64::from(n)}),
         );
     }
-    let server = synced_server(&odoo, |c| c.odoo.page_size = 7).await;
+    let mut server = synced_server(&odoo, |c| c.odoo.page_size = 7).await;
     let status = wait_for(&server, "the import", |s| {
         s["models"]["res.partner"]["import_finished_at"].is_string()
             && s["models"]["sale.order"]["import_finished_at"].is_string()
@@ -181,6 +181,33 @@ async fn records_that_existed_before_reach_every_device_archived_ones_too() {
     );
     let archived = &device.records[&("res.partner".to_string(), 1)];
     assert_eq!(archived["active"], false);
+
+    // The admin adds a field: every record is imported again, and reaches devices with it.
+    server
+        .config
+        .odoo
+        .models
+        .get_mut("sale.order")
+        .expect("synced")
+        .fields
+        .push("company_id".into());
+    server.restart().await;
+    let status = wait_for(&server, "the second import", |s| {
+        s["models"]["sale.order"]["import_finished_at"].is_string()
+            && s["models"]["sale.order"]["fields"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "company_id"))
+    })
+    .await;
+    assert_eq!(
+        status["models"]["sale.order"]["import_stored"], 20,
+        "{status:#}"
+    );
+    device
+        .catch_up(&server, &session(42), &manager_pull("tablet"))
+        .await;
+    let order = &device.records[&("sale.order".to_string(), 31)];
+    assert_eq!(order["company_id"], false, "{order}");
     server.stop().await;
 }
 

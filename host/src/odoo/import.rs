@@ -32,6 +32,7 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     if state.import_started_at.is_none() {
         state.import_started_at = Some(now_rfc3339());
+        state.fields = model.settings.read_fields();
         state.import_after = 0;
         state.import_read = 0;
         state.import_stored = 0;

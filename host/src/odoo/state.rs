@@ -35,6 +35,9 @@ pub struct ModelState {
     pub records_recovered: u64,
     /// When the server last received a webhook for the model (saved with each sweep).
     pub last_webhook_at: Option<String>,
+    /// The fields the last import read: when the config carries others, the model is imported
+    /// again, so that every record reaches devices with them.
+    pub fields: Vec<String>,
 }
 
 impl ModelState {

@@ -238,6 +238,14 @@ impl Worker {
             for (name, settings) in &self.config.models {
                 let model = Model { name, settings };
                 let state = states.entry(name.clone()).or_default();
+                if state.imported() && state.fields != settings.read_fields() {
+                    tracing::info!(
+                        model = name.as_str(),
+                        "the fields carried changed: importing the model again"
+                    );
+                    state.import_started_at = None;
+                    state.import_finished_at = None;
+                }
                 self.status.show_state(name, state);
                 if !state.imported() {
                     self.status.set_model(name, |s| s.phase = "importing");
