@@ -9,7 +9,9 @@
 //! - the **sweep** (`sweep`) reads, every `sweep_interval`, what changed since the last sweep
 //!   began (minus `sweep_overlap`), and appends what the log does not hold: the guarantee;
 //! - the **ids check** (`ids`) compares the ids Odoo has with the records alive in the log,
-//!   and appends the deletions that left no trace (and brings back what the log lost).
+//!   and appends the deletions that left no trace (and brings back what the log lost);
+//! - the **deletion check** (`unlinks`) asks Odoo whether each deletion a webhook announced
+//!   really happened (Odoo posts before its own checks may refuse the deletion).
 //!
 //! Whichever path brings a version, it is the same event with the same dedupe key
 //! (`version`), so one version is stored once. `worker` runs the three in the background and
@@ -24,6 +26,7 @@ pub mod rpc;
 pub mod rules;
 pub mod state;
 pub mod sweep;
+pub mod unlinks;
 pub mod version;
 pub mod webhook;
 pub mod worker;

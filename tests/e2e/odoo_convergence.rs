@@ -1,6 +1,7 @@
 //! Convergence through Odoo, with loss: records exist before Smart Sync is connected; then a
 //! random workload runs in (the stand-in) Odoo while a fraction of its webhooks are lost, some
-//! records go by cascades that post nothing, and the server is stopped for a while; devices
+//! records go by cascades that post nothing, some deletions are posted and then refused, and
+//! the server is stopped for a while; devices
 //! pull at random moments. After the next sweep and ids check, every device (and a new one)
 //! holds exactly what its user may see of what Odoo holds, with the same values.
 
@@ -158,6 +159,11 @@ async fn run(seed: u64) {
             (false, 2) => {
                 let id = dice.pick(&ids);
                 odoo.db.unlink(model, id).await;
+            }
+            (false, 4) if model == "sale.order" => {
+                // Odoo posts the deletion, then refuses it (a confirmed order) and rolls back.
+                let id = dice.pick(&ids);
+                odoo.db.unlink_refused(model, id).await;
             }
             (false, 3) => {
                 // A cascade, or a module writing SQL: no webhook at all.

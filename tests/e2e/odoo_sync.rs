@@ -751,3 +751,87 @@ async fn an_import_killed_with_sigkill_resumes_and_stores_each_record_once() {
     child.kill().expect("stop");
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_odoo_refused_after_posting_it_is_undone_on_devices() {
+    let odoo = FakeOdoo::start().await;
+    let server = synced_server(&odoo, |c| {
+        c.odoo.models.remove("res.partner");
+        // Only the check of announced deletions can bring the record back.
+        c.odoo.deletion_check_interval = Span::from_secs(0);
+    })
+    .await;
+    let mut config = server.config.clone();
+    config.odoo.webhook_base_url = server.base();
+    smartsync::odoo::commands::connect(&config, false)
+        .await
+        .expect("connect");
+    let order = odoo
+        .db
+        .create(
+            "sale.order",
+            json!({"name": "S9", "state": "sale", "user_id": 2}),
+        )
+        .await;
+    odoo.db.unlink_refused("sale.order", order).await;
+    let mut device = Replica::default();
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !device
+        .records
+        .contains_key(&("sale.order".to_string(), order))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refused deletion was never undone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        device
+            .catch_up(&server, &session(42), &manager_pull("phone"))
+            .await;
+    }
+    assert_eq!(
+        device.records[&("sale.order".to_string(), order)]["state"],
+        "sale"
+    );
+    // A deletion Odoo did make stays.
+    odoo.db.unlink("sale.order", order).await;
+    next_sweep(&server).await;
+    device
+        .catch_up(&server, &session(42), &manager_pull("phone"))
+        .await;
+    assert!(device.records.is_empty(), "{:?}", device.records);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_model_odoo_refuses_does_not_hold_up_the_others() {
+    let odoo = FakeOdoo::start().await;
+    odoo.db
+        .insert("sale.order", json!({"name": "S1", "state": "draft"}));
+    let server = synced_server(&odoo, |c| {
+        c.odoo
+            .models
+            .get_mut("res.partner")
+            .expect("synced")
+            .fields
+            .push("no_such_field".into());
+    })
+    .await;
+    let status = wait_for(&server, "the other model's import", |s| {
+        s["models"]["sale.order"]["import_finished_at"].is_string()
+            && s["models"]["res.partner"]["error"].is_string()
+    })
+    .await;
+    assert_eq!(status["connection"], "connected", "{status:#}");
+    let error = status["models"]["res.partner"]["error"]
+        .as_str()
+        .expect("error");
+    assert!(
+        error.contains("no_such_field") && error.contains("res.partner"),
+        "{error}"
+    );
+    server.stop().await;
+}

@@ -373,6 +373,25 @@ impl OdooDb {
         }
     }
 
+    /// Tries to delete a record that Odoo's checks then refuse (a confirmed sales order): the
+    /// `on_unlink` rules post first (base_automation runs them before `unlink` proper), then
+    /// the check raises and the transaction rolls back; the record stays.
+    pub async fn unlink_refused(&self, model: &str, id: i64) {
+        let posts = {
+            let mut inner = self.lock();
+            let Some(record) = inner
+                .models
+                .get(model)
+                .and_then(|m| m.records.get(&id))
+                .cloned()
+            else {
+                return;
+            };
+            inner.webhook_posts(model, id, &record, &["on_unlink"])
+        };
+        self.post(posts).await;
+    }
+
     /// Deletes a record without any rule firing: a cascade, or a module writing SQL.
     pub fn delete_silently(&self, model: &str, id: i64) {
         if let Some(m) = self.lock().models.get_mut(model) {

@@ -27,6 +27,26 @@ pub fn record_id(model: &str, record: &Map<String, Value>) -> Result<i64, SyncEr
         })
 }
 
+/// The id of the last of `records`, which must be past `after` and in ascending order: pages
+/// go by id, and a page that does not move on would be read for ever.
+pub fn last_id(
+    model: &str,
+    after: i64,
+    records: &[Map<String, Value>],
+) -> Result<Option<i64>, SyncError> {
+    let mut previous = after;
+    for record in records {
+        let id = record_id(model, record)?;
+        if id <= previous {
+            return Err(SyncError::Rpc(super::RpcError::Protocol(format!(
+                "{model} records out of id order ({id} after {previous})"
+            ))));
+        }
+        previous = id;
+    }
+    Ok((!records.is_empty()).then_some(previous))
+}
+
 /// Appends each record of `records` (as `search_read` gave them) as the version it is: a
 /// `create` when the log has never seen the record, else a `write`. A version the log already
 /// holds is a duplicate and stored no second time ([`crate::event::DedupeKey::Version`]).

@@ -33,7 +33,9 @@ async fn login(config: &Config) -> anyhow::Result<(Client, String)> {
     let c = client.credentials();
     let header = format!(
         "Odoo {serie} at {}, database {:?}, as {:?}",
-        c.url, c.database, c.login
+        super::rpc::shown_url(&c.url),
+        c.database,
+        c.login
     );
     Ok((client, header))
 }
@@ -191,6 +193,7 @@ pub async fn import(config: &Config, models: &[String]) -> anyhow::Result<String
     let secrets = crate::secrets::resolve(config).map_err(anyhow::Error::msg)?;
     let base = local_server(config);
     let http = reqwest::Client::new();
+    let started = chrono::Utc::now();
     let asked = http
         .post(format!("{base}/api/v2/admin/odoo/import"))
         .bearer_auth(&secrets.admin_token)
@@ -198,7 +201,9 @@ pub async fn import(config: &Config, models: &[String]) -> anyhow::Result<String
         .send()
         .await;
     match asked {
-        Ok(response) => follow_server_import(&http, &base, &secrets.admin_token, response).await,
+        Ok(response) => {
+            follow_server_import(&http, &base, &secrets.admin_token, response, started).await
+        }
         Err(e) if e.is_connect() => import_here(config, models).await,
         Err(e) => Err(anyhow::anyhow!("asking the server at {base}: {e}")),
     }
@@ -209,6 +214,7 @@ async fn follow_server_import(
     base: &str,
     admin_token: &str,
     response: reqwest::Response,
+    started: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<String> {
     let status = response.status();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
@@ -231,7 +237,6 @@ async fn follow_server_import(
         "the server at {base} imports {} in the background",
         models.join(", ")
     );
-    let started = chrono::Utc::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let view: Value = http

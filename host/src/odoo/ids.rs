@@ -123,15 +123,25 @@ async fn odoo_ids(source: &Source, model: &Model<'_>) -> Result<Vec<i64>, SyncEr
             .client
             .search(model.name, json!([["id", ">", after]]), "id asc", page)
             .await?;
-        let full = found.len() >= page as usize;
+        if found.is_empty() {
+            break;
+        }
+        let mut previous = after;
+        for &id in &found {
+            if id <= previous {
+                return Err(SyncError::Rpc(super::RpcError::Protocol(format!(
+                    "{} ids out of order ({id} after {previous})",
+                    model.name
+                ))));
+            }
+            previous = id;
+        }
+        let short = found.len() < page as usize;
         ids.extend(found);
-        if !full {
+        if short {
             break;
         }
     }
-    // Odoo answered them in order; the walk depends on it.
-    ids.sort_unstable();
-    ids.dedup();
     Ok(ids)
 }
 
@@ -176,7 +186,7 @@ async fn append_deletions(
 /// Reads `missing` and `back` from Odoo and appends each one Odoo has as a `create`: those the
 /// log never saw as the versions they are, those it holds as deleted without a dedupe key (the
 /// version may be one the log had before the deletion; Odoo has the record now).
-async fn append_missing(
+pub(super) async fn append_missing(
     source: &Source,
     model: &Model<'_>,
     missing: &[i64],

@@ -63,10 +63,9 @@ pub async fn run(
                 source.page_size,
             )
             .await?;
-        let Some(last) = records.last() else {
+        let Some(last) = append::last_id(model.name, state.import_after, &records)? else {
             break;
         };
-        let last = append::record_id(model.name, last)?;
         let done = append::versions(source, model, records).await?;
         state.import_after = last;
         state.import_read += done.read;

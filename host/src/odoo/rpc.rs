@@ -26,10 +26,22 @@ pub struct Credentials {
     pub api_key: String,
 }
 
+/// `url` without a user name or password in it, for showing.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("url", &self.url)
+            .field("url", &shown_url(&self.url))
             .field("database", &self.database)
             .field("login", &self.login)
             .finish_non_exhaustive()
@@ -76,7 +88,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &shown_url(&self.endpoint))
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
@@ -127,23 +139,20 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             return Err(if status.is_server_error() || status.as_u16() == 429 {
-                RpcError::Unreachable(format!("HTTP {status} from {}", self.endpoint))
+                RpcError::Unreachable(format!("HTTP {status} from {}", shown_url(&self.endpoint)))
             } else {
                 RpcError::Protocol(format!(
                     "HTTP {status} from {}: is this Odoo's URL?",
-                    self.endpoint
+                    shown_url(&self.endpoint)
                 ))
             });
         }
-        let answer: Value = response.json().await.map_err(|e| {
-            if e.is_timeout() {
-                RpcError::Unreachable(describe(&e))
-            } else {
-                RpcError::Protocol(format!(
-                    "{} answered something else than JSON",
-                    self.endpoint
-                ))
-            }
+        let body = read_capped(response).await?;
+        let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+            RpcError::Protocol(format!(
+                "{} answered something else than JSON",
+                shown_url(&self.endpoint)
+            ))
         })?;
         if let Some(error) = answer.get("error") {
             let data = error.get("data");
@@ -309,6 +318,29 @@ impl Client {
     }
 }
 
+/// Largest answer read from Odoo: far above a page of records, far below what would hurt.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The answer's body, refused beyond [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, RpcError> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(RpcError::Protocol(format!(
+                        "an answer larger than {} MiB: lower `odoo.page_size`",
+                        MAX_ANSWER_BYTES >> 20
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(RpcError::Unreachable(describe(&e))),
+        }
+    }
+}
+
 /// A transport error without the request (whose body holds the key).
 fn describe(e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
@@ -319,7 +351,7 @@ fn describe(e: &reqwest::Error) -> String {
         "the connection failed"
     };
     match e.url() {
-        Some(url) => format!("{what} ({url})"),
+        Some(url) => format!("{what} ({})", shown_url(url.as_str())),
         None => what.to_string(),
     }
 }

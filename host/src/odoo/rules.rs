@@ -40,8 +40,9 @@ pub enum RuleState {
     Differs(Vec<String>),
 }
 
-/// One rule: what it should be, and what Odoo has.
-#[derive(Debug, Clone)]
+/// One rule: what it should be, and what Odoo has. (`Debug` leaves the URL, which holds the
+/// token, out.)
+#[derive(Clone)]
 pub struct Rule {
     pub model: String,
     pub trigger: &'static str,
@@ -54,6 +55,17 @@ pub struct Rule {
     url: String,
     model_id: i64,
     field_ids: Vec<i64>,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("model", &self.model)
+            .field("trigger", &self.trigger)
+            .field("state", &self.state)
+            .field("url", &self.shown_url())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Rule {
@@ -187,7 +199,14 @@ pub async fn plan(
         };
         let base = format!("{}{WEBHOOK_PATH}", webhook_base_url.trim_end_matches('/'));
         for (trigger, kind, label) in TRIGGERS {
-            let url = format!("{base}?token={ingest_token}&event={kind}");
+            let url =
+                reqwest::Url::parse_with_params(&base, [("token", ingest_token), ("event", kind)])
+                    .map_err(|e| {
+                        RulesError::Setup(format!(
+                            "`odoo.webhook_base_url` = {webhook_base_url:?}: {e}"
+                        ))
+                    })?
+                    .to_string();
             let ours = automations
                 .iter()
                 .filter(|a| a["trigger"] == trigger)

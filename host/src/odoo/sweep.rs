@@ -53,10 +53,10 @@ pub async fn run(
                 source.page_size,
             )
             .await?;
-        let Some(last) = records.last() else {
+        let Some(last) = append::last_id(model.name, after, &records)? else {
             break;
         };
-        after = append::record_id(model.name, last)?;
+        after = last;
         let done = append::versions(source, model, records).await?;
         swept.read += done.read;
         swept.recovered += done.stored;

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use super::import::Progress;
 use super::state::{self, ModelState};
-use super::{Model, Source, SyncError, ids, import, sweep};
+use super::{Model, RpcError, Source, SyncError, ids, import, sweep};
 use crate::config::OdooConfig;
 use crate::event::now_rfc3339;
 
@@ -42,6 +42,9 @@ pub struct ModelStatus {
     pub import: Option<ImportProgress>,
     /// Webhooks received for the model since the server started.
     pub webhooks_received: u64,
+    /// Why the model's last import, sweep or ids check failed, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(flatten)]
     pub state: ModelState,
 }
@@ -225,6 +228,12 @@ impl Worker {
         let overlap = chrono::Duration::from_std(self.config.sweep_overlap.duration())
             .unwrap_or_else(|_| chrono::Duration::seconds(300));
         let mut next_ids_check = Instant::now();
+        let mut unlinks_after =
+            match super::unlinks::checked_through(self.source.store.as_ref()).await {
+                Ok(after) => after.unwrap_or(0),
+                Err(e) => return e,
+            };
+        let grace = self.config.deletion_check_grace.duration();
         loop {
             let requested: Vec<String> = std::mem::take(&mut *self.status.import_requests.lock())
                 .into_iter()
@@ -238,59 +247,37 @@ impl Worker {
             for (name, settings) in &self.config.models {
                 let model = Model { name, settings };
                 let state = states.entry(name.clone()).or_default();
-                if state.imported() && state.fields != settings.read_fields() {
-                    tracing::info!(
-                        model = name.as_str(),
-                        "the fields carried changed: importing the model again"
-                    );
-                    state.import_started_at = None;
-                    state.import_finished_at = None;
-                }
-                self.status.show_state(name, state);
-                if !state.imported() {
-                    self.status.set_model(name, |s| s.phase = "importing");
-                    let status = self.status.clone();
-                    let result =
-                        import::run(&self.source, &model, overlap, state, |p: Progress| {
-                            status.set_model(name, |s| {
-                                s.import = Some(ImportProgress {
-                                    read: p.read,
-                                    stored: p.stored,
-                                    total: p.total,
-                                });
-                            });
-                        })
-                        .await;
-                    self.status.show_state(name, state);
-                    self.status.set_model(name, |s| s.phase = "idle");
-                    if let Err(e) = result {
-                        return in_model(name, e);
-                    }
-                    self.status.set_model(name, |s| s.import = None);
-                }
-                self.status.set_model(name, |s| s.phase = "sweeping");
-                let result = sweep::run(&self.source, &model, overlap, state).await;
+                let result = self.import_and_sweep(&model, overlap, state).await;
                 self.status.show_state(name, state);
                 self.status.set_model(name, |s| s.phase = "idle");
-                if let Err(e) = result {
-                    return in_model(name, e);
+                if let Some(e) = self.settle(name, result) {
+                    return e;
+                }
+            }
+            let models: Vec<Model<'_>> = self
+                .config
+                .models
+                .iter()
+                .map(|(name, settings)| Model { name, settings })
+                .collect();
+            match super::unlinks::verify(&self.source, &models, grace, unlinks_after).await {
+                Ok((through, _)) => unlinks_after = through,
+                Err(e) if is_connection_failure(&e) => return e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking deletions with Odoo failed; will retry")
                 }
             }
             let ids_every = self.config.deletion_check_interval.duration();
             if !ids_every.is_zero() && Instant::now() >= next_ids_check {
-                for (name, settings) in &self.config.models {
-                    if !settings.track_deletions {
-                        continue;
-                    }
-                    let model = Model { name, settings };
-                    let state = states.entry(name.clone()).or_default();
+                for model in models.iter().filter(|m| m.settings.track_deletions) {
+                    let name = model.name;
+                    let state = states.entry(name.to_string()).or_default();
                     self.status.set_model(name, |s| s.phase = "checking_ids");
-                    let grace = self.config.deletion_check_grace.duration();
-                    let result = ids::run(&self.source, &model, grace, state).await;
+                    let result = ids::run(&self.source, model, grace, state).await;
                     self.status.show_state(name, state);
                     self.status.set_model(name, |s| s.phase = "idle");
-                    if let Err(e) = result {
-                        return in_model(name, e);
+                    if let Some(e) = self.settle(name, result.map(|_| ())) {
+                        return e;
                     }
                 }
                 next_ids_check = Instant::now() + ids_every;
@@ -304,17 +291,84 @@ impl Worker {
             }
         }
     }
+
+    /// The model's import when it has not finished (or its fields changed), then its sweep.
+    async fn import_and_sweep(
+        &self,
+        model: &Model<'_>,
+        overlap: chrono::Duration,
+        state: &mut ModelState,
+    ) -> Result<(), SyncError> {
+        let name = model.name;
+        if state.imported() && state.fields != model.settings.read_fields() {
+            tracing::info!(
+                model = name,
+                "the fields carried changed: importing the model again"
+            );
+            state.import_started_at = None;
+            state.import_finished_at = None;
+        }
+        self.status.show_state(name, state);
+        if !state.imported() {
+            self.status.set_model(name, |s| s.phase = "importing");
+            let status = self.status.clone();
+            import::run(&self.source, model, overlap, state, |p: Progress| {
+                status.set_model(name, |s| {
+                    s.import = Some(ImportProgress {
+                        read: p.read,
+                        stored: p.stored,
+                        total: p.total,
+                    });
+                });
+            })
+            .await?;
+            self.status.show_state(name, state);
+            self.status.set_model(name, |s| s.import = None);
+        }
+        self.status.set_model(name, |s| s.phase = "sweeping");
+        sweep::run(&self.source, model, overlap, state).await?;
+        Ok(())
+    }
+
+    /// Shows how a model's step went. A failure of the connection (Odoo unreachable, the
+    /// login refused, the log failing) ends the round: it is returned. Any other failure (a
+    /// field Odoo does not know, an access right missing) concerns this model only: it is
+    /// shown with the model, and the other models go on.
+    fn settle(&self, model: &str, result: Result<(), SyncError>) -> Option<SyncError> {
+        match result {
+            Ok(()) => {
+                self.status.set_model(model, |s| s.error = None);
+                None
+            }
+            Err(e) if is_connection_failure(&e) => Some(in_model(model, e)),
+            Err(e) => {
+                let e = in_model(model, e);
+                tracing::warn!(model, error = %e, "reading the model from Odoo failed; will retry");
+                self.status
+                    .set_model(model, |s| s.error = Some(e.to_string()));
+                None
+            }
+        }
+    }
+}
+
+/// Whether the failure is the connection's rather than one model's.
+fn is_connection_failure(e: &SyncError) -> bool {
+    match e {
+        SyncError::Rpc(rpc) => {
+            matches!(rpc, RpcError::Unreachable(_) | RpcError::Credentials { .. })
+        }
+        SyncError::Store(_) | SyncError::Append(_) => true,
+    }
 }
 
 /// `e`, naming the model it happened on.
 fn in_model(model: &str, e: SyncError) -> SyncError {
     match e {
-        SyncError::Rpc(super::RpcError::Odoo { name, message }) => {
-            SyncError::Rpc(super::RpcError::Odoo {
-                name,
-                message: format!("{message} (reading {model})"),
-            })
-        }
+        SyncError::Rpc(RpcError::Odoo { name, message }) => SyncError::Rpc(RpcError::Odoo {
+            name,
+            message: format!("{message} (reading {model})"),
+        }),
         other => other,
     }
 }
