@@ -669,8 +669,30 @@ impl Inner {
                     .get("context")
                     .and_then(|c| c.get("active_test"))
                     .is_none_or(|t| t != &Value::Bool(false));
+                // As PostgreSQL would use the primary key: a plain conjunction with `id > n`
+                // starts there, and an ascending page stops once full.
+                let terms = domain.as_array().cloned().unwrap_or_default();
+                let plain = terms.iter().all(Value::is_array);
+                let from = terms
+                    .iter()
+                    .filter(|t| plain && t[0] == "id" && t[1] == ">")
+                    .filter_map(|t| t[2].as_i64())
+                    .max()
+                    .unwrap_or(0);
+                let ascending = matches!(order.as_str().map(str::trim), None | Some("id asc" | "id" | ""));
+                let enough = (method != "search_count" && ascending)
+                    .then(|| {
+                        limit.as_u64().map(|l| {
+                            (l as usize).saturating_add(offset.as_u64().unwrap_or(0) as usize)
+                        })
+                    })
+                    .flatten()
+                    .unwrap_or(usize::MAX);
                 let mut ids = Vec::new();
-                for (id, record) in &m.records {
+                for (id, record) in m.records.range(from.saturating_add(1)..) {
+                    if ids.len() >= enough {
+                        break;
+                    }
                     let archived = record.values.get("active") == Some(&Value::Bool(false));
                     if active_test && archived && m.fields.contains_key("active") {
                         continue;
