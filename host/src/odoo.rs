@@ -59,6 +59,10 @@ pub struct Source {
     pub log: Arc<EventLog>,
     /// Records per `search_read`.
     pub page_size: u32,
+    /// Whether the log keeps every record's latest state (compaction). When it prunes
+    /// instead, a record it never saw may be one it pruned: the ids check then does not bring
+    /// such records back, which it would do at every check.
+    pub keeps_every_record: bool,
 }
 
 /// One synced model.

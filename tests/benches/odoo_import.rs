@@ -68,6 +68,7 @@ async fn main() {
         store: app.store.clone(),
         log: app.log.clone(),
         page_size: page,
+        keeps_every_record: true,
     };
     let model = Model {
         name: "res.partner",

@@ -302,6 +302,7 @@ async fn import_here(config: &Config, models: &[String]) -> anyhow::Result<Strin
         store: store.clone(),
         log: log.clone(),
         page_size: config.odoo.page_size,
+        keeps_every_record: config.retention.mode == crate::config::RetentionMode::Compact,
     };
     let mut states = state::load(store.as_ref()).await?;
     let overlap = chrono::Duration::from_std(config.odoo.sweep_overlap.duration())

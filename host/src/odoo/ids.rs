@@ -8,7 +8,8 @@
 //! - alive in the log, not in Odoo: deleted without a trace; an `unlink` is appended;
 //! - in Odoo, never seen by the log or deleted in it: read and appended as a `create` (a
 //!   deletion whose transaction Odoo rolled back after its webhook was sent, or a record the
-//!   log lost).
+//!   log lost). Records never seen are left alone when retention prunes: they may be ones it
+//!   pruned.
 //!
 //! A record whose newest event arrived in the last `grace` (`odoo.deletion_check_grace`) is
 //! left to the next check: Odoo sends webhooks before its transaction commits, so a record
@@ -87,6 +88,9 @@ pub async fn run(
         }
     }
     missing.extend_from_slice(&odoo_ids[next_odoo..]);
+    if !source.keeps_every_record {
+        missing.clear();
+    }
 
     let mut checked = Checked {
         odoo_ids: odoo_ids.len() as u64,
