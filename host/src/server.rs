@@ -87,8 +87,7 @@ fn odoo_worker(app: &Arc<App>) -> anyhow::Result<Option<crate::odoo::Worker>> {
             store: app.store.clone(),
             log: app.log.clone(),
             page_size: config.odoo.page_size,
-            keeps_every_record: config.retention.mode
-                == crate::config::RetentionMode::Compact,
+            keeps_every_record: config.retention.mode == crate::config::RetentionMode::Compact,
         },
         config: config.odoo.clone(),
         status: app.odoo.clone(),

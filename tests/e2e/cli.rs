@@ -67,16 +67,7 @@ async fn serve(dir: &std::path::Path, port: u16, stderr: Stdio) -> std::process:
         .stderr(stderr)
         .spawn()
         .expect("start smartsync");
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(&health).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    smartsync_tests::wait_until_serving(port).await;
     child
 }
 

@@ -13,27 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use smartsync::config::{RetentionConfig, RetentionMode, Span};
-use smartsync_tests::{Replica, TestServer, bundled_plugins_toml, session};
-
-/// A small deterministic random source (xorshift64*), so that a failing seed replays.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use smartsync_tests::{Dice, Replica, TestServer, bundled_plugins_toml, session};
 
 const SALESPERSON: i64 = 5;
 const MANAGER: i64 = 7; // companies 1 and 3 (the test sessions' user 7)

@@ -9,29 +9,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 use smartsync_tests::odoo::FakeOdoo;
-use smartsync_tests::{Replica, TestServer, bundled_plugins_toml, session};
+use smartsync_tests::{Dice, Replica, TestServer, bundled_plugins_toml, session};
 
 use super::odoo_sync::{next_sweep, synced_server, wait_for};
-
-/// A small deterministic random source (xorshift64*), so that a failing seed replays.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const SALESPERSON: i64 = 5;
 const MANAGER: i64 = 7; // companies 1 and 3 (the test sessions' user 7)

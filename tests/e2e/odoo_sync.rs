@@ -636,15 +636,7 @@ async fn serve_binary(config_path: &std::path::Path, port: u16) -> std::process:
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start smartsync");
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    let started = Instant::now();
-    while reqwest::get(&health).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    smartsync_tests::wait_until_serving(port).await;
     child
 }
 

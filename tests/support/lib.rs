@@ -374,6 +374,26 @@ impl Replica {
     }
 }
 
+/// A small deterministic random source (xorshift64*), so that a failing seed replays.
+pub struct Dice(pub u64);
+
+impl Dice {
+    pub fn roll(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.roll() % n
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
 pub fn item(model: &str, record_id: i64, kind: &str) -> Value {
     json!({"model": model, "record_id": record_id, "event": kind})
 }
@@ -416,6 +436,20 @@ pub fn smartsync_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Waits until a server on `port` answers `/healthz` (at most a minute).
+pub async fn wait_until_serving(port: u16) {
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(&health).send().await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Binds an axum router on 127.0.0.1:0 and serves it in the background.

@@ -355,19 +355,7 @@ impl OdooDb {
     /// Deletes a record as a user would: the `on_unlink` rules post (the record as it was),
     /// then it commits.
     pub async fn unlink(&self, model: &str, id: i64) {
-        let posts = {
-            let mut inner = self.lock();
-            let Some(record) = inner
-                .models
-                .get(model)
-                .and_then(|m| m.records.get(&id))
-                .cloned()
-            else {
-                return;
-            };
-            inner.webhook_posts(model, id, &record, &["on_unlink"])
-        };
-        self.post(posts).await;
+        self.post_unlink(model, id).await;
         if let Some(m) = self.lock().models.get_mut(model) {
             m.records.remove(&id);
         }
@@ -377,6 +365,11 @@ impl OdooDb {
     /// `on_unlink` rules post first (base_automation runs them before `unlink` proper), then
     /// the check raises and the transaction rolls back; the record stays.
     pub async fn unlink_refused(&self, model: &str, id: i64) {
+        self.post_unlink(model, id).await;
+    }
+
+    /// What the `on_unlink` rules post for a record.
+    async fn post_unlink(&self, model: &str, id: i64) {
         let posts = {
             let mut inner = self.lock();
             let Some(record) = inner

@@ -40,6 +40,18 @@ async fn login(config: &Config) -> anyhow::Result<(Client, String)> {
     Ok((client, header))
 }
 
+/// The rules `config` needs, against what Odoo has.
+async fn plan(config: &Config, client: &Client) -> anyhow::Result<Vec<rules::Rule>> {
+    let secrets = crate::secrets::resolve(config).map_err(anyhow::Error::msg)?;
+    Ok(rules::plan(
+        client,
+        &config.odoo.models,
+        &config.odoo.webhook_base_url,
+        &secrets.ingest_token,
+    )
+    .await?)
+}
+
 fn state_word(state: &RuleState) -> String {
     match state {
         RuleState::Present => "present".into(),
@@ -51,14 +63,7 @@ fn state_word(state: &RuleState) -> String {
 /// Creates or updates the webhook rules; with `dry_run`, only says what it would do.
 pub async fn connect(config: &Config, dry_run: bool) -> anyhow::Result<String> {
     let (client, header) = login(config).await?;
-    let secrets = crate::secrets::resolve(config).map_err(anyhow::Error::msg)?;
-    let plan = rules::plan(
-        &client,
-        &config.odoo.models,
-        &config.odoo.webhook_base_url,
-        &secrets.ingest_token,
-    )
-    .await?;
+    let plan = plan(config, &client).await?;
     if !dry_run {
         rules::apply(&client, &plan).await?;
     }
@@ -101,14 +106,7 @@ pub async fn connect(config: &Config, dry_run: bool) -> anyhow::Result<String> {
 /// sweep and the ids check.
 pub async fn status(config: &Config) -> anyhow::Result<String> {
     let (client, header) = login(config).await?;
-    let secrets = crate::secrets::resolve(config).map_err(anyhow::Error::msg)?;
-    let plan = rules::plan(
-        &client,
-        &config.odoo.models,
-        &config.odoo.webhook_base_url,
-        &secrets.ingest_token,
-    )
-    .await;
+    let plan = plan(config, &client).await;
     let mut out = format!("{header}\n");
     let states = match store::open(&config.database.store_settings(), Access::Read).await {
         Ok(store) => {

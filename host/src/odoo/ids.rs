@@ -157,15 +157,7 @@ async fn append_deletions(
 ) -> Result<u64, SyncError> {
     let mut deleted = 0;
     for chunk in ids.chunks(source.page_size as usize) {
-        let still_there = source
-            .client
-            .search(
-                model.name,
-                json!([["id", "in", chunk]]),
-                "id asc",
-                source.page_size,
-            )
-            .await?;
+        let still_there = source.client.existing(model.name, chunk).await?;
         let now = now_rfc3339();
         let events: Vec<NewEvent> = chunk
             .iter()
@@ -199,31 +191,13 @@ pub(super) async fn append_missing(
     let fields = model.settings.read_fields();
     let mut recovered = 0;
     for chunk in missing.chunks(source.page_size as usize) {
-        let records = source
-            .client
-            .search_read(
-                model.name,
-                json!([["id", "in", chunk]]),
-                &fields,
-                "id asc",
-                source.page_size,
-            )
-            .await?;
+        let records = source.client.read_ids(model.name, chunk, &fields).await?;
         recovered += super::append::versions(source, model, records)
             .await?
             .stored;
     }
     for chunk in back.chunks(source.page_size as usize) {
-        let records = source
-            .client
-            .search_read(
-                model.name,
-                json!([["id", "in", chunk]]),
-                &fields,
-                "id asc",
-                source.page_size,
-            )
-            .await?;
+        let records = source.client.read_ids(model.name, chunk, &fields).await?;
         let now = now_rfc3339();
         let mut events = Vec::with_capacity(records.len());
         for record in records {

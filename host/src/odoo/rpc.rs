@@ -264,6 +264,25 @@ impl Client {
             .collect()
     }
 
+    /// Which of `ids` Odoo has, archived records included.
+    pub async fn existing(&self, model: &str, ids: &[i64]) -> Result<Vec<i64>, RpcError> {
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        self.search(model, json!([["id", "in", ids]]), "id asc", limit)
+            .await
+    }
+
+    /// `fields` of those of `ids` Odoo has, as [`Client::search_read`] gives them.
+    pub async fn read_ids(
+        &self,
+        model: &str,
+        ids: &[i64],
+        fields: &[String],
+    ) -> Result<Vec<Map<String, Value>>, RpcError> {
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        self.search_read(model, json!([["id", "in", ids]]), fields, "id asc", limit)
+            .await
+    }
+
     /// How many records of `model` match `domain`, archived ones included.
     pub async fn search_count(&self, model: &str, domain: Value) -> Result<u64, RpcError> {
         let answer = self

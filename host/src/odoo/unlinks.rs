@@ -11,7 +11,6 @@
 //! from there, so no deletion is left unchecked.
 
 use chrono::Utc;
-use serde_json::json;
 
 use super::{Model, Source, SyncError, ids};
 use crate::event::EventKind;
@@ -78,15 +77,7 @@ pub async fn verify(
             .map(|h| h.record_id)
             .collect();
         for chunk in still_deleted.chunks(source.page_size as usize) {
-            let present = source
-                .client
-                .search(
-                    model.name,
-                    json!([["id", "in", chunk]]),
-                    "id asc",
-                    source.page_size,
-                )
-                .await?;
+            let present = source.client.existing(model.name, chunk).await?;
             if !present.is_empty() {
                 restored += ids::append_missing(source, model, &[], &present).await?;
             }
