@@ -1,8 +1,10 @@
 //! Smart Sync: an event log of Odoo record changes, and the API apps pull them through.
 //!
-//! Odoo posts changes (`ingest`) into the log (`log`, stored by `store`); devices pull what
-//! their app_type's feed lets through (`sync`), and the server remembers where each device is
-//! (`positions`); `retention` prunes old events. `http` is the HTTP surface; `server` starts and stops it all.
+//! Odoo posts changes (`ingest`, and Odoo's webhooks in `odoo::webhook`) into the log (`log`,
+//! stored by `store`); the server also reads Odoo itself (`odoo`: import, sweep, ids check), so
+//! that nothing a webhook lost is missed. Devices pull what their app_type's feed lets through
+//! (`sync`), and the server remembers where each device is (`positions`); `retention` compacts
+//! or prunes old events. `http` is the HTTP surface; `server` starts and stops it all.
 
 pub mod app;
 pub mod coalesce;
