@@ -112,9 +112,16 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
         Ok(store) => {
             let states = state::load(store.as_ref()).await;
             store.close().await;
-            states.ok()
+            states
         }
-        Err(_) => None,
+        Err(e) => Err(e),
+    };
+    let states = match states {
+        Ok(states) => Some(states),
+        Err(e) => {
+            let _ = writeln!(out, "the server's database cannot be read: {e}");
+            None
+        }
     };
     for model in config.odoo.models.keys() {
         let _ = writeln!(out, "\n{model}");
