@@ -7,6 +7,7 @@
 mod device;
 mod settings;
 mod sqlite;
+pub(crate) mod versions;
 
 use std::future::Future;
 use std::pin::Pin;

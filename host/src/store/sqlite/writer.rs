@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 
 use super::meta;
 use super::space::Space;
-use crate::event::{DedupeKey, Event, EventKind, NewEvent, Previous, Prior, json_string_list};
+use crate::event::{DedupeKey, Event, NewEvent, Previous, Prior, json_string_list};
+use crate::store::versions::{Newest, Verdict, judge};
 use crate::store::{
     Appended, BatchResult, BeforeCommit, CompactStep, Compacted, DeviceKey, DeviceState,
     PendingAppend, StoreError,
@@ -453,8 +454,8 @@ fn append_batch<'e>(
                     .query_row([key], |row| row.get::<_, i64>(0))
                     .optional()?,
             };
-            if let Some(id) = known {
-                if is_duplicate(dedupe, id, newest.as_ref(), event) {
+            match judge(dedupe, known, newest.as_ref(), event) {
+                Verdict::Duplicate(id) => {
                     answers.push(Appended {
                         id,
                         duplicate: true,
@@ -462,20 +463,11 @@ fn append_batch<'e>(
                     });
                     continue;
                 }
-                // The record changed back to this version: the key moves to the new event.
-                statements.forget_key.execute([id])?;
-            } else if let DedupeKey::Version(_) = dedupe
-                && let Some(newest) = newest.as_ref().filter(|n| n.supersedes(event))
-            {
-                // A version older than what the log has of the record (posts that overtook
-                // each other, or a retry whose first copy compaction has folded away): the
-                // record's newest event stands for it.
-                answers.push(Appended {
-                    id: newest.id,
-                    duplicate: true,
-                    derived: None,
-                });
-                continue;
+                Verdict::Store { forget } => {
+                    if let Some(id) = forget {
+                        statements.forget_key.execute([id])?;
+                    }
+                }
             }
             keys.insert(key, next);
         }
@@ -515,48 +507,6 @@ fn append_batch<'e>(
     })
 }
 
-/// Whether `event`, whose key the log holds at event `stored`, is a duplicate of it (see
-/// [`DedupeKey`]). A record version is a duplicate while `stored` is the record's newest event,
-/// or when the newest is from a later time, or is the record's deletion (an old post arriving
-/// late); after a newer change from the same moment, the record changed back to it.
-fn is_duplicate(
-    dedupe: &DedupeKey,
-    stored: i64,
-    newest: Option<&Newest>,
-    event: &NewEvent,
-) -> bool {
-    if let DedupeKey::Event(_) = dedupe {
-        return true;
-    }
-    match newest {
-        None => true,
-        Some(newest) if newest.id == stored => true,
-        Some(newest) => newest.supersedes(event),
-    }
-}
-
-/// A record's newest event.
-struct Newest {
-    id: i64,
-    timestamp: String,
-    kind: EventKind,
-    payload: Option<String>,
-}
-
-impl Newest {
-    /// Whether this event makes `event`, a version of the same record, an old one: it is from
-    /// a later time, or it is the record's deletion. Nothing changes a record after its
-    /// deletion: a version from up to the deletion's time (Odoo's deletion carries the last
-    /// write_date) is an old one arriving late.
-    fn supersedes(&self, event: &NewEvent) -> bool {
-        if self.kind == EventKind::Unlink {
-            !is_later(&event.timestamp, &self.timestamp)
-        } else {
-            is_later(&self.timestamp, &event.timestamp)
-        }
-    }
-}
-
 fn newest_of(
     statements: &mut Statements<'_>,
     event: &NewEvent,
@@ -581,17 +531,6 @@ fn newest_of(
         })
     })
     .transpose()
-}
-
-/// Whether RFC 3339 time `a` is after `b`; false when either does not read as one.
-fn is_later(a: &str, b: &str) -> bool {
-    match (
-        chrono::DateTime::parse_from_rfc3339(a),
-        chrono::DateTime::parse_from_rfc3339(b),
-    ) {
-        (Ok(a), Ok(b)) => a > b,
-        _ => false,
-    }
 }
 
 fn prune(conn: &mut Connection, through: i64) -> Result<u64, StoreError> {
@@ -808,6 +747,7 @@ fn save_source(conn: &Connection, name: &str, state: &str) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
     use crate::store::{EventStore, SqliteStore};
 
     fn event(model: &str, key: Option<&str>) -> NewEvent {
