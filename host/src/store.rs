@@ -5,6 +5,7 @@
 //! device slots live above it, in [`crate::log`] and [`crate::positions`].
 
 mod device;
+mod postgres;
 mod settings;
 mod sqlite;
 pub(crate) mod versions;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use device::{DeviceKey, DeviceState};
+pub use postgres::PostgresStore;
 pub use settings::Settings;
 pub use sqlite::SqliteStore;
 
@@ -247,12 +249,22 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store named by the URL for `access` and brings its schema up to date.
 pub async fn open(settings: &Settings, access: Access) -> Result<Arc<dyn EventStore>, StoreError> {
+    if is_postgres(&settings.url) {
+        return Ok(Arc::new(
+            PostgresStore::open(&settings.url, settings, access).await?,
+        ));
+    }
     match sqlite_path(&settings.url) {
         Some(path) => Ok(Arc::new(SqliteStore::open(path, settings, access).await?)),
         None => Err(StoreError::Setup(format!(
-            "unsupported database URL {:?}: expected sqlite://path",
+            "unsupported database URL {:?}: expected sqlite://path or postgres://…",
             settings.url
         ))),
     }

@@ -5,6 +5,7 @@
 pub mod crm;
 pub mod odoo;
 pub mod odoo_db;
+pub mod postgres;
 
 use std::path::PathBuf;
 

@@ -25,7 +25,7 @@ use lock::WriterLock;
 use writer::Writer;
 
 /// The keys of `log_meta` (see [`LogMeta`]).
-mod meta {
+pub(super) mod meta {
     pub const PRUNED_THROUGH: &str = "pruned_through";
     pub const COMPACTED_THROUGH: &str = "compacted_through";
     pub const TOMBSTONES_CHECKED_THROUGH: &str = "tombstones_checked_through";
