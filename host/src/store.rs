@@ -4,6 +4,7 @@
 //! batches queued with it together. Gathering requests into groups, the in-memory tail and
 //! device slots live above it, in [`crate::log`] and [`crate::positions`].
 
+mod columns;
 mod device;
 mod postgres;
 mod settings;

@@ -15,6 +15,7 @@
 //! Everything else is what the SQLite store does, in SQL PostgreSQL reads: the same columns,
 //! the same dedupe rules ([`super::versions`]), the same derived priors.
 
+mod compaction;
 mod writer;
 
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{QueryBuilder, Row};
 
+use super::columns::{folded_of, meta};
 use super::{
     Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
     RecordHead, Settings, StoreError,
@@ -104,7 +106,7 @@ fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
         // Stored as the same 32 bits in a signed column.
         rev: row.try_get::<i32, _>("rev")? as u32,
         prior: Prior::from_column(row.try_get("previous")?),
-        folded: super::sqlite::folded_of(row.try_get("folded_from")?, row.try_get("folded_at")?),
+        folded: folded_of(row.try_get("folded_from")?, row.try_get("folded_at")?),
     })
 }
 
@@ -199,12 +201,12 @@ impl EventStore for PostgresStore {
             let key: String = row.try_get("key")?;
             let value: i64 = row.try_get("value")?;
             match key.as_str() {
-                super::sqlite::meta::PRUNED_THROUGH => meta.pruned_through = value,
-                super::sqlite::meta::COMPACTED_THROUGH => meta.compacted_through = value,
-                super::sqlite::meta::TOMBSTONES_CHECKED_THROUGH => {
+                meta::PRUNED_THROUGH => meta.pruned_through = value,
+                meta::COMPACTED_THROUGH => meta.compacted_through = value,
+                meta::TOMBSTONES_CHECKED_THROUGH => {
                     meta.tombstones_checked_through = value;
                 }
-                super::sqlite::meta::TOMBSTONES_DROPPED_THROUGH => {
+                meta::TOMBSTONES_DROPPED_THROUGH => {
                     meta.tombstones_dropped_through = value;
                 }
                 _ => {}
@@ -229,24 +231,20 @@ impl EventStore for PostgresStore {
 
     async fn compact(
         &self,
-        _after: i64,
-        _through: i64,
-        _before_commit: BeforeCommit,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
     ) -> Result<CompactStep, StoreError> {
-        Err(StoreError::Setup(
-            "compaction does not run on PostgreSQL yet; use retention.mode = \"prune\"".into(),
-        ))
+        compaction::compact(&self.pool, after, through, before_commit).await
     }
 
     async fn drop_tombstones(
         &self,
-        _after: i64,
-        _through: i64,
-        _before_commit: BeforeCommit,
+        after: i64,
+        through: i64,
+        before_commit: BeforeCommit,
     ) -> Result<CompactStep, StoreError> {
-        Err(StoreError::Setup(
-            "compaction does not run on PostgreSQL yet; use retention.mode = \"prune\"".into(),
-        ))
+        compaction::drop_tombstones(&self.pool, after, through, before_commit).await
     }
 
     async fn prune(&self, through: i64) -> Result<u64, StoreError> {
@@ -256,7 +254,7 @@ impl EventStore for PostgresStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        raise_meta(&mut tx, super::sqlite::meta::PRUNED_THROUGH, through).await?;
+        raise_meta(&mut tx, meta::PRUNED_THROUGH, through).await?;
         tx.commit().await?;
         Ok(deleted)
     }

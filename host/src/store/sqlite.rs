@@ -16,7 +16,7 @@ use super::{
     Access, BeforeCommit, CompactStep, DeviceKey, DeviceState, EventStore, LogMeta, PendingAppend,
     RecordHead, Settings, StoreError,
 };
-use crate::event::{Event, EventKind, Folded, NewEvent, Prior};
+use crate::event::{Event, EventKind, NewEvent, Prior};
 
 mod lock;
 mod space;
@@ -24,13 +24,7 @@ mod writer;
 use lock::WriterLock;
 use writer::Writer;
 
-/// The keys of `log_meta` (see [`LogMeta`]).
-pub(super) mod meta {
-    pub const PRUNED_THROUGH: &str = "pruned_through";
-    pub const COMPACTED_THROUGH: &str = "compacted_through";
-    pub const TOMBSTONES_CHECKED_THROUGH: &str = "tombstones_checked_through";
-    pub const TOMBSTONES_DROPPED_THROUGH: &str = "tombstones_dropped_through";
-}
+use super::columns::{folded_of, meta};
 
 pub struct SqliteStore {
     /// Reads, and the migrations.
@@ -137,14 +131,6 @@ async fn check_schema(
 async fn last_event_id(pool: &SqlitePool) -> Result<i64, StoreError> {
     let row = sqlx::query(writer::LAST_EVENT_ID).fetch_one(pool).await?;
     Ok(row.try_get("last")?)
-}
-
-/// The folded history of an event, as its two columns keep it.
-pub(super) fn folded_of(from: Option<i64>, at: Option<i64>) -> Option<Folded> {
-    Some(Folded {
-        from: from?,
-        at: at.unwrap_or(0),
-    })
 }
 
 fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {

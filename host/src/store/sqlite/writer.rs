@@ -22,9 +22,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::meta;
 use super::space::Space;
 use crate::event::{DedupeKey, Event, NewEvent, Previous, Prior, json_string_list};
+use crate::store::columns::meta;
 use crate::store::versions::{Newest, Verdict, judge};
 use crate::store::{
     Appended, BatchResult, BeforeCommit, CompactStep, Compacted, DeviceKey, DeviceState,
