@@ -3,7 +3,8 @@
 //! Every key can be overridden by an environment variable named `SMARTSYNC_` followed by the
 //! key's path in upper case, with `__` between levels: `server.listen` is
 //! `SMARTSYNC_SERVER__LISTEN`, `app_types.sales_app.models` is
-//! `SMARTSYNC_APP_TYPES__SALES_APP__MODELS`. Values are read as TOML when they parse as TOML
+//! `SMARTSYNC_APP_TYPES__SALES_APP__MODELS` (`SMARTSYNC_TEST_*` are the test suite's, and not
+//! read). Values are read as TOML when they parse as TOML
 //! (`true`, `60`, `["a", "b"]`) and as plain strings otherwise.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ pub const EXAMPLE: &str = include_str!("../smartsync.example.toml");
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SMARTSYNC_";
+
+/// Prefix of the variables the test suite reads (`SMARTSYNC_TEST_DATABASE_URL`): not config
+/// keys, and left alone by the server.
+pub const TEST_PREFIX: &str = "SMARTSYNC_TEST_";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -913,7 +918,9 @@ fn apply_env_overrides(
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "SMARTSYNC_CONFIG")
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX) && k != "SMARTSYNC_CONFIG" && !k.starts_with(TEST_PREFIX)
+        })
         .collect();
     vars.sort();
     for (var, raw) in vars {
@@ -1038,6 +1045,8 @@ mod tests {
                 ("SMARTSYNC_SECRETS__INGEST_TOKEN", "12345678901234567890"),
                 ("SMARTSYNC_APP_TYPES__SALES_APP__MODELS", "[\"sale.order\"]"),
                 ("OTHER_VAR", "ignored"),
+                // The test suite's, not a config key.
+                ("SMARTSYNC_TEST_DATABASE_URL", "postgres://localhost/x"),
             ]),
         )
         .expect("overrides apply");
