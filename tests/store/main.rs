@@ -207,6 +207,31 @@ async fn record_versions_follow_the_same_dedupe_rules() {
             .expect("heads");
         assert_eq!(heads.len(), 1);
         assert_eq!((heads[0].event_id, heads[0].kind), (5, EventKind::Unlink));
+        // The record comes back; within one batch it changes and changes back (the key moves
+        // from an event of the same batch), then an older post arrives.
+        let even_later = "2024-01-15T10:32:00Z";
+        let answers = append(
+            store.as_ref(),
+            vec![
+                vec![
+                    version("E", even_later),
+                    version("F", even_later),
+                    version("E", even_later),
+                    version("E", even_later),
+                ],
+                vec![version("F", even_later), version("G", later)],
+            ],
+        )
+        .await;
+        assert_eq!(
+            answers,
+            [
+                vec![(6, false), (7, false), (8, false), (8, true)],
+                vec![(9, false), (9, true)]
+            ],
+            "{}",
+            backend.name
+        );
         let heads = store
             .record_heads_of("sale.order", &[7, 8])
             .await

@@ -162,28 +162,28 @@ struct AppendedBatch<'e> {
     keys: HashMap<&'e str, i64>,
 }
 
+/// One batch in four statements, whatever its size: the newest events of its records, the
+/// events holding its keys, the keys it moves, and one insert of every stored event. Within
+/// the batch, each event sees the ones before it through the same maps the statements filled.
 async fn append_batch<'e>(
     conn: &mut PgConnection,
     stored_here: &HashMap<&str, i64>,
     mut next: i64,
     batch: &'e [NewEvent],
 ) -> Result<AppendedBatch<'e>, StoreError> {
+    let mut newest = newest_of_all(conn, batch).await?;
+    let mut known = keys_of_all(conn, batch, stored_here).await?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut keys: HashMap<&str, i64> = HashMap::new();
+    let mut rows = Rows::default();
+    // Stored events whose key moves to a newer one: in the database, or in `rows`.
+    let mut forget = Vec::new();
     for event in batch {
-        let newest = newest_of(conn, event).await?;
+        let record = (event.model.as_str(), event.record_id);
+        let current = newest.get(&record);
         if let Some(dedupe) = &event.dedupe_key {
             let key = dedupe.as_str();
-            let known = match keys.get(key).or_else(|| stored_here.get(key)) {
-                Some(&id) => Some(id),
-                None => {
-                    sqlx::query_scalar("SELECT id FROM events WHERE dedupe_key = $1")
-                        .bind(key)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                }
-            };
-            match judge(dedupe, known, newest.as_ref(), event) {
+            match judge(dedupe, known.get(key).copied(), current, event) {
                 Verdict::Duplicate(id) => {
                     answers.push(Appended {
                         id,
@@ -192,19 +192,20 @@ async fn append_batch<'e>(
                     });
                     continue;
                 }
-                Verdict::Store { forget } => {
-                    if let Some(id) = forget {
-                        sqlx::query("UPDATE events SET dedupe_key = NULL WHERE id = $1")
-                            .bind(id)
-                            .execute(&mut *conn)
-                            .await?;
+                Verdict::Store { forget: moved } => {
+                    if let Some(id) = moved {
+                        match rows.ids.iter().position(|&row| row == id) {
+                            Some(at) => rows.keys[at] = None,
+                            None => forget.push(id),
+                        }
                     }
                 }
             }
             keys.insert(key, next);
+            known.insert(key, next);
         }
         let derived = crate::event::derive(
-            newest.as_ref().map(|n| Previous {
+            current.map(|n| Previous {
                 kind: n.kind,
                 payload: n.payload.as_deref(),
             }),
@@ -212,24 +213,16 @@ async fn append_batch<'e>(
             event.payload.as_deref(),
             event.changed_fields.as_deref(),
         );
-        let changed_fields = derived.changed_fields.as_deref().map(json_string_list);
-        sqlx::query(
-            "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
-             changed_fields, dedupe_key, received_at, previous) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(next)
-        .bind(&event.model)
-        .bind(event.record_id)
-        .bind(event.kind.as_str())
-        .bind(&event.timestamp)
-        .bind(&event.payload)
-        .bind(changed_fields)
-        .bind(event.dedupe_key.as_ref().map(DedupeKey::as_str))
-        .bind(&event.received_at)
-        .bind(derived.prior.to_column())
-        .execute(&mut *conn)
-        .await?;
+        rows.push(next, event, &derived);
+        newest.insert(
+            record,
+            Newest {
+                id: next,
+                timestamp: event.timestamp.clone(),
+                kind: event.kind,
+                payload: event.payload.clone(),
+            },
+        );
         answers.push(Appended {
             id: next,
             duplicate: false,
@@ -237,6 +230,13 @@ async fn append_batch<'e>(
         });
         next += 1;
     }
+    if !forget.is_empty() {
+        sqlx::query("UPDATE events SET dedupe_key = NULL WHERE id = ANY($1)")
+            .bind(&forget)
+            .execute(&mut *conn)
+            .await?;
+    }
+    rows.insert(conn).await?;
     Ok(AppendedBatch {
         answers,
         next,
@@ -244,26 +244,136 @@ async fn append_batch<'e>(
     })
 }
 
-async fn newest_of(
+/// The columns of the events a batch stores, one array each, for one `INSERT … UNNEST`.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<i64>,
+    models: Vec<String>,
+    record_ids: Vec<i64>,
+    kinds: Vec<&'static str>,
+    timestamps: Vec<String>,
+    payloads: Vec<Option<String>>,
+    changed_fields: Vec<Option<String>>,
+    keys: Vec<Option<String>>,
+    received_at: Vec<String>,
+    previous: Vec<Option<String>>,
+}
+
+impl Rows {
+    fn push(&mut self, id: i64, event: &NewEvent, derived: &crate::event::Derived) {
+        self.ids.push(id);
+        self.models.push(event.model.clone());
+        self.record_ids.push(event.record_id);
+        self.kinds.push(event.kind.as_str());
+        self.timestamps.push(event.timestamp.clone());
+        self.payloads.push(event.payload.clone());
+        self.changed_fields
+            .push(derived.changed_fields.as_deref().map(json_string_list));
+        self.keys
+            .push(event.dedupe_key.as_ref().map(|k| k.as_str().to_string()));
+        self.received_at.push(event.received_at.clone());
+        self.previous
+            .push(derived.prior.to_column().map(str::to_string));
+    }
+
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO events (id, model, record_id, kind, timestamp, payload, \
+             changed_fields, dedupe_key, received_at, previous) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
+        )
+        .bind(&self.ids)
+        .bind(&self.models)
+        .bind(&self.record_ids)
+        .bind(&self.kinds)
+        .bind(&self.timestamps)
+        .bind(&self.payloads)
+        .bind(&self.changed_fields)
+        .bind(&self.keys)
+        .bind(&self.received_at)
+        .bind(&self.previous)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The newest event of each record the batch names, as the transaction sees it.
+async fn newest_of_all<'e>(
     conn: &mut PgConnection,
-    event: &NewEvent,
-) -> Result<Option<Newest>, StoreError> {
-    let row = sqlx::query(
-        "SELECT id, timestamp, kind, payload FROM events WHERE model = $1 AND record_id = $2 \
-         ORDER BY id DESC LIMIT 1",
+    batch: &'e [NewEvent],
+) -> Result<HashMap<(&'e str, i64), Newest>, StoreError> {
+    let mut models: Vec<&'e str> = Vec::with_capacity(batch.len());
+    let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
+    for event in batch {
+        models.push(&event.model);
+        ids.push(event.record_id);
+    }
+    let rows = sqlx::query(
+        // One probe of events_by_record per record (LATERAL), never a scan of the log.
+        "SELECT r.model, r.record_id, e.id, e.timestamp, e.kind, e.payload \
+         FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::bigint[])) AS r (model, record_id) \
+         CROSS JOIN LATERAL (SELECT id, timestamp, kind, payload FROM events \
+             WHERE model = r.model AND record_id = r.record_id ORDER BY id DESC LIMIT 1) AS e",
     )
-    .bind(&event.model)
-    .bind(event.record_id)
-    .fetch_optional(&mut *conn)
+    .bind(&models)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
     .await?;
-    row.map(|row| {
+    // The batch's own copies of the model names, which the map's keys borrow.
+    let names: std::collections::HashSet<&'e str> = models.iter().copied().collect();
+    let mut newest = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let model: String = row.try_get("model")?;
+        let record_id: i64 = row.try_get("record_id")?;
+        let Some(&name) = names.get(model.as_str()) else {
+            continue;
+        };
         let kind: String = row.try_get("kind")?;
-        Ok(Newest {
-            id: row.try_get("id")?,
-            timestamp: row.try_get("timestamp")?,
-            kind: kind.parse::<EventKind>().map_err(StoreError::Corrupt)?,
-            payload: row.try_get("payload")?,
-        })
-    })
-    .transpose()
+        newest.insert(
+            (name, record_id),
+            Newest {
+                id: row.try_get("id")?,
+                timestamp: row.try_get("timestamp")?,
+                kind: kind.parse::<EventKind>().map_err(StoreError::Corrupt)?,
+                payload: row.try_get("payload")?,
+            },
+        );
+    }
+    Ok(newest)
+}
+
+/// Where the log holds each of the batch's keys: this transaction's earlier batches first,
+/// then the database.
+async fn keys_of_all<'e>(
+    conn: &mut PgConnection,
+    batch: &'e [NewEvent],
+    stored_here: &HashMap<&str, i64>,
+) -> Result<HashMap<&'e str, i64>, StoreError> {
+    let wanted: Vec<&str> = batch
+        .iter()
+        .filter_map(|e| e.dedupe_key.as_ref().map(DedupeKey::as_str))
+        .collect();
+    let mut known = HashMap::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return Ok(known);
+    }
+    let rows = sqlx::query("SELECT dedupe_key, id FROM events WHERE dedupe_key = ANY($1)")
+        .bind(&wanted)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut stored: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        stored.insert(row.try_get("dedupe_key")?, row.try_get("id")?);
+    }
+    for key in wanted {
+        if let Some(&id) = stored_here.get(key).or_else(|| stored.get(key)) {
+            known.insert(key, id);
+        }
+    }
+    Ok(known)
 }
