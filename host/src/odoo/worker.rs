@@ -272,11 +272,20 @@ impl Worker {
                 for model in models.iter().filter(|m| m.settings.track_deletions) {
                     let name = model.name;
                     let state = states.entry(name.to_string()).or_default();
+                    // The import brings what the log has never seen; until it finished, the
+                    // check would take every record for one the log lost.
+                    if !state.imported() {
+                        continue;
+                    }
                     self.status.set_model(name, |s| s.phase = "checking_ids");
                     let result = ids::run(&self.source, model, grace, state).await;
                     self.status.show_state(name, state);
                     self.status.set_model(name, |s| s.phase = "idle");
-                    if let Some(e) = self.settle(name, result.map(|_| ())) {
+                    // A check that went through does not clear a failing import's error.
+                    let result = result.map(|_| ());
+                    if result.is_err()
+                        && let Some(e) = self.settle(name, result)
+                    {
                         return e;
                     }
                 }
